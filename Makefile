@@ -1,0 +1,42 @@
+# tcpserver-py: every target builds the virtualenv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 2525
+VAR := $(CURDIR)/var
+
+.PHONY: install test run rules bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+# Compile every rules/*.rules into var/rules/*.cdb.
+rules: install
+	@mkdir -p $(VAR)/rules
+	@for src in rules/*.rules; do \
+	    name=$$(basename $$src .rules); \
+	    $(BIN)/tcprules $(VAR)/rules/$$name.cdb $(VAR)/rules/$$name.tmp < $$src || exit $$?; \
+	    echo "compiled $$src -> var/rules/$$name.cdb"; \
+	done
+
+# The main job: tcpserver on 127.0.0.1:$(PORT) running smtpd-child with the
+# example rules; control files and the spool live under var/qmail.
+run: rules
+	@$(BIN)/python -m smtpd_child.setup_local $(VAR)/qmail
+	@echo "SMTP on 127.0.0.1:$(PORT); spooled mail: $(BIN)/smtpd-spool $(VAR)/qmail/spool list"
+	exec $(BIN)/tcpserver -v -HR -l localhost -x $(VAR)/rules/smtp.cdb 127.0.0.1 $(PORT) \
+	    env QMAILHOME=$(VAR)/qmail $(BIN)/smtpd-child
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VAR) .pytest_cache

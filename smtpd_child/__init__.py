@@ -1,0 +1,1 @@
+"""smtpd-child: a qmail-smtpd-compatible SMTP responder for UCSPI servers."""

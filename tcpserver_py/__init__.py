@@ -1,0 +1,1 @@
+"""tcpserver-py: UCSPI connection wrapper compatible with ucspi-tcp 0.88."""

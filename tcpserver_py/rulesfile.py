@@ -1,0 +1,51 @@
+"""Consult a rules cdb for one client (I/O shell around rulekeys).
+
+The file is opened afresh for every call and read without mmap, so that
+tcprules can rename a new cdb into place at any moment and a file truncated in
+place can never kill the caller with SIGBUS.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import cdbx
+
+from .errstr import error_str
+from .rulekeys import RuleValue, candidate_keys, decode_value
+
+
+class RulesReadError(Exception):
+    """The rules file could not be read; `text` is the djb-style reason."""
+
+    def __init__(self, path: str, err: int | None):
+        self.path = path
+        self.errno = err
+        self.text = error_str(err if err is not None else errno.EPROTO)
+        super().__init__(f"unable to read {path}: {self.text}")
+
+
+def find_rule(path: str, ip: str, host: bytes | None = None,
+              info: bytes | None = None) -> tuple[bytes, RuleValue] | None:
+    """Return (matching key, decoded rule) or None when no key matches.
+
+    Raises RulesReadError when the file cannot be opened or read (missing,
+    unreadable, a directory, corrupt): callers drop the connection then,
+    except for a missing file under -X, which they check via `.errno`.
+    """
+    try:
+        with open(path, "rb") as handle:
+            db = cdbx.CDB(handle, mmap=False)
+            try:
+                for key in candidate_keys(ip, host, info):
+                    data = db.get(key)
+                    if data is not None:
+                        return key, decode_value(data)
+            finally:
+                db.close()
+    except OSError as exc:
+        err = exc.errno
+        if err is None or err == 0:
+            err = errno.EPROTO  # cdbx reports a corrupt file without errno
+        raise RulesReadError(path, err) from None
+    return None
