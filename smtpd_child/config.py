@@ -1,0 +1,205 @@
+"""The only reader of the environment and of $QMAILHOME/control (qmail rules).
+
+Control files follow qmail's control.c: single-value files use their first
+line, list files (rcpthosts, badmailfrom) every line; trailing spaces, tabs
+and the newline are stripped; in lists, empty lines and lines starting with
+`#` are skipped.  A missing file takes its default; a file that exists but
+cannot be read is ControlsUnreadable (the caller answers 421 instead of the
+greeting, as qmail does).
+"""
+
+import errno
+import os
+
+from smtpd_child.policy import ControlReadError, Policy
+from smtpd_child.protocol import SessionConfig
+
+DEFAULT_QMAILHOME = "/var/qmail"
+DEFAULT_TIMEOUT = 1200          # qmail's timeoutsmtpd default, seconds per read
+DEFAULT_DEADLINE = 3600         # whole session, seconds (SMTPD_DEADLINE overrides)
+SPOOL_DIRNAME = "spool"
+
+
+class ControlsUnreadable(Exception):
+    pass
+
+
+class Settings:
+    """What main.py needs: the session's config plus the driver's knobs."""
+
+    def __init__(self, session, timeout, deadline, qmailhome, queue_program,
+                 spool_dir, warnings):
+        self.session = session
+        self.timeout = timeout
+        self.deadline = deadline
+        self.qmailhome = qmailhome
+        self.queue_program = queue_program   # path, or None for the built-in spool
+        self.spool_dir = spool_dir
+        self.warnings = warnings             # lines for stderr
+
+
+def _read(path):
+    """File bytes, None when missing; ControlsUnreadable for any other error."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise ControlsUnreadable(f"unable to read {path}: {e.strerror}") from None
+
+
+def _strip(line: bytes) -> bytes:
+    return line.rstrip(b" \t\n")
+
+
+def control_line(path):
+    """First line of a control file, trailing whitespace stripped, or None."""
+    data = _read(path)
+    if data is None:
+        return None
+    return _strip(data.split(b"\n", 1)[0])
+
+
+def control_list(path):
+    """Entries of a list control file, or None if it is missing."""
+    data = _read(path)
+    if data is None:
+        return None
+    entries = []
+    for line in data.split(b"\n"):
+        line = _strip(line)
+        if line and not line.startswith(b"#"):
+            entries.append(line)
+    return entries
+
+
+def leading_number(text: bytes):
+    """qmail's scan_ulong: the leading decimal digits, None if there are none."""
+    digits = b""
+    for ch in text:
+        if not 0x30 <= ch <= 0x39:
+            break
+        digits += bytes((ch,))
+    return int(digits) if digits else None
+
+
+def control_int(path, default):
+    line = control_line(path)
+    if line is None:
+        return default
+    value = leading_number(line)
+    return default if value is None else value
+
+
+def _env(environ, name, default=None):
+    value = environ.get(name)
+    return default if value is None else os.fsencode(value)
+
+
+def more_rcpthosts_lookup(path):
+    """A lookup in morercpthosts.cdb, opened per lookup so a rebuilt file is seen."""
+    def lookup(key: bytes) -> bool:
+        import cdbx         # only sessions that need it pay for the import
+        try:
+            db = cdbx.CDB(path, mmap=False)
+            try:
+                return key in db
+            finally:
+                db.close()
+        except OSError as e:
+            raise ControlReadError(str(e)) from None
+    return lookup
+
+
+def local_ipv4_checker(tcplocalip):
+    """is_local_ip(ip) over this host's interface addresses, found on first use."""
+    found = []
+
+    def is_local_ip(ip: str) -> bool:
+        if not found:
+            found.append(_interface_addresses() | {"127.0.0.1", tcplocalip})
+        return ip in found[0]
+    return is_local_ip
+
+
+def _interface_addresses():
+    import fcntl
+    import socket
+    import struct
+    addresses = set()
+    try:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError:
+        return addresses
+    with probe:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(probe.fileno(), 0x8915, request)   # SIOCGIFADDR
+            except OSError:
+                continue
+            addresses.add(socket.inet_ntoa(answer[20:24]))
+    return addresses
+
+
+def load(environ=None, clock=None) -> Settings:
+    """Read everything once, before the greeting.  Raises ControlsUnreadable."""
+    environ = os.environ if environ is None else environ
+    home = os.path.abspath(environ.get("QMAILHOME") or DEFAULT_QMAILHOME)
+    control = os.path.join(home, "control")
+    warnings = []
+
+    me = control_line(os.path.join(control, "me"))
+    greeting = control_line(os.path.join(control, "smtpgreeting"))
+    if greeting is None:
+        greeting = me
+    if greeting is None:
+        raise ControlsUnreadable("control/me and control/smtpgreeting are both missing")
+    local_ip_host = control_line(os.path.join(control, "localiphost"))
+    if local_ip_host is None:
+        local_ip_host = me
+
+    timeout = control_int(os.path.join(control, "timeoutsmtpd"), DEFAULT_TIMEOUT)
+    timeout = max(timeout, 1)
+    databytes = control_int(os.path.join(control, "databytes"), 0)
+    if "DATABYTES" in environ:
+        databytes = leading_number(os.fsencode(environ["DATABYTES"])) or 0
+
+    rcpthosts = control_list(os.path.join(control, "rcpthosts"))
+    more = None
+    if rcpthosts is None:
+        warnings.append("control/rcpthosts is missing: refusing to relay for every domain")
+    else:
+        cdb_path = os.path.join(control, "morercpthosts.cdb")
+        try:
+            os.close(os.open(cdb_path, os.O_RDONLY))
+            more = more_rcpthosts_lookup(cdb_path)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise ControlsUnreadable(f"unable to read {cdb_path}: {e.strerror}") from None
+    badmailfrom = control_list(os.path.join(control, "badmailfrom")) or []
+    relayclient = _env(environ, "RELAYCLIENT")
+
+    tcplocalip = environ.get("TCPLOCALIP", "")
+    session = SessionConfig(
+        greeting=greeting,
+        databytes=databytes,
+        policy=Policy(rcpthosts, more, relayclient, badmailfrom),
+        local_ip_host=local_ip_host,
+        is_local_ip=local_ipv4_checker(tcplocalip),
+        remotehost=_env(environ, "TCPREMOTEHOST", b"unknown"),
+        remoteip=_env(environ, "TCPREMOTEIP", b"unknown"),
+        remoteinfo=_env(environ, "TCPREMOTEINFO"),
+        local=_env(environ, "TCPLOCALHOST") or _env(environ, "TCPLOCALIP", b"unknown"),
+        clock=clock or (lambda: 0),
+    )
+
+    deadline = leading_number(os.fsencode(environ.get("SMTPD_DEADLINE", ""))) or DEFAULT_DEADLINE
+    queue_program = environ.get("QMAILQUEUE") or None
+    if queue_program is None:
+        candidate = os.path.join(home, "bin", "qmail-queue")
+        if os.path.exists(candidate):
+            queue_program = candidate
+    return Settings(session, timeout, deadline, home, queue_program,
+                    os.path.join(home, SPOOL_DIRNAME), warnings)

@@ -1,0 +1,188 @@
+"""smtpd-child: SMTP on fd 0/1 for tcpserver, tcp-env/inetd, or plain pipes.
+
+The driver around protocol.Session: read with a per-read timeout
+(`timeoutsmtpd`) and an overall session deadline, write with the same
+timeout, run the queue, exit 0 after QUIT and 1 otherwise.  Imports stay
+small: the time from exec to the greeting is the cost of every connection.
+"""
+
+import os
+import select
+import signal
+import sys
+import time
+
+from smtpd_child import config, replies
+from smtpd_child.protocol import ABORT, CLOSE, COMMIT, FLUSH, OPEN, SEND, WRITE, Session
+from smtpd_child.queue import QueueProgram, Spool
+
+READ_SIZE = 65536
+
+
+def log(message: str) -> None:
+    try:
+        os.write(2, f"smtpd-child: {message}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+class Finished(Exception):
+    def __init__(self, code):
+        self.code = code
+
+
+class Output:
+    """Buffered replies on fd 1; a write that cannot finish in time ends the session."""
+
+    def __init__(self, fd: int, timeout: float):
+        self.fd = fd
+        self.timeout = timeout
+        self.pending = bytearray()
+
+    def add(self, data: bytes) -> None:
+        self.pending += data
+
+    def flush(self) -> None:
+        while self.pending:
+            try:
+                written = os.write(self.fd, self.pending)
+            except BlockingIOError:
+                if not select.select([], [self.fd], [], self.timeout)[1]:
+                    raise Finished(1) from None    # qmail: write timeout exits silently
+                continue
+            except OSError:
+                raise Finished(1) from None
+            del self.pending[:written]
+
+
+class Driver:
+    def __init__(self, settings, session, queue, output):
+        self.settings = settings
+        self.session = session
+        self.queue = queue
+        self.output = output
+        self.queue_open = False
+
+    def run(self, started: float) -> int:
+        try:
+            self.perform(self.session.greeting())
+            deadline = started + self.settings.deadline
+            while True:
+                self.output.flush()            # before every blocking read (pipelining)
+                data = self.read(deadline)
+                self.perform(self.session.receive(data))
+        except Finished as finished:
+            if self.queue_open:
+                self.queue.abort()
+            try:
+                self.output.flush()
+            except Finished:
+                pass
+            return finished.code
+
+    def read(self, deadline: float) -> bytes:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.fail(replies.SESSION_DEADLINE)
+            wait = min(self.settings.timeout, left)
+            try:
+                ready = select.select([0], [], [], wait)[0]
+            except InterruptedError:
+                continue
+            if not ready:
+                self.fail(replies.TIMEOUT if wait == self.settings.timeout
+                          else replies.SESSION_DEADLINE)
+            try:
+                return os.read(0, READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return b""                      # a read error is EOF: exit 1, no reply
+
+    def fail(self, reply: bytes):
+        self.output.add(reply)
+        raise Finished(1)
+
+    def perform(self, actions) -> None:
+        index = 0
+        while index < len(actions):
+            action = actions[index]
+            index += 1
+            kind = action[0]
+            if kind == SEND:
+                self.output.add(action[1])
+            elif kind == FLUSH:
+                self.output.flush()
+            elif kind == WRITE:
+                self.queue.write(action[1])
+            elif kind == OPEN:
+                self.queue_open = self.queue.open(action[1], action[2])
+                actions += self.session.queue_opened(self.queue_open)
+            elif kind == ABORT:
+                self.queue_open = False
+                self.queue.abort()
+            elif kind == COMMIT:
+                self.queue_open = False
+                reply = self.queue.commit()
+                if not reply.startswith(b"250"):
+                    log(f"message refused by the queue: {reply.decode(errors='replace').strip()}")
+                actions += self.session.queue_finished(reply)
+            elif kind == CLOSE:
+                raise Finished(action[1])
+
+
+def main() -> None:
+    started = time.monotonic()
+    # A SIGCHLD inherited as ignored would make a failed queue look like success.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    clock = lambda: int(time.time())  # noqa: E731
+    output = Output(1, config.DEFAULT_TIMEOUT)
+    try:
+        settings = config.load(clock=clock)
+        os.chdir(settings.qmailhome)            # as qmail-smtpd: relative paths are under it
+    except (config.ControlsUnreadable, OSError) as e:
+        log(str(e) if isinstance(e, config.ControlsUnreadable)
+            else f"unable to enter the qmail home: {e.strerror}")
+        output.add(replies.CONTROLS)
+        _exit(output, 1)
+    for warning in settings.warnings:
+        log(warning)
+    output.timeout = settings.timeout
+    if settings.queue_program:
+        queue = QueueProgram(settings.queue_program, clock)
+    else:
+        queue = Spool(settings.spool_dir, clock)
+    flags = _set_nonblocking(1)
+    code = Driver(settings, Session(settings.session), queue, output).run(started)
+    _restore_flags(1, flags)
+    _exit(output, code)
+
+
+def _exit(output, code):
+    try:
+        output.flush()
+    except Finished:
+        pass
+    sys.exit(code)
+
+
+def _set_nonblocking(fd):
+    try:
+        flags = os.get_blocking(fd)
+        os.set_blocking(fd, False)
+        return flags
+    except OSError:
+        return None
+
+
+def _restore_flags(fd, blocking):
+    if blocking is not None:
+        try:
+            os.set_blocking(fd, blocking)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""The SMTP state machine of qmail-smtpd, as a pure object.
+
+Feed it client bytes; it returns actions for the I/O driver:
+  (SEND, bytes)           buffer a reply
+  (FLUSH,)                write buffered replies now (qmail flushes after
+                          most commands; MAIL/RCPT/RSET replies wait for the
+                          next blocking read, which is what pipelining needs)
+  (OPEN, sender, rcpts)   start the queue; then call queue_opened(ok)
+  (WRITE, bytes)          message bytes for the queue
+  (ABORT,)                throw the queued-so-far message away
+  (COMMIT, envelope)      finish the message; then call queue_finished(reply)
+  (CLOSE, exit_code)      end the session
+
+While the queue is being opened or committed, input is only buffered.
+receive() never raises: a bug answers 421 and closes instead.
+"""
+
+from smtpd_child import replies
+from smtpd_child.address import esmtp_size, parse_path
+from smtpd_child.envelope import envelope_bytes, received_line
+from smtpd_child.framing import BARE_LF, END, MAX_HOPS, TOO_LONG, DataDecoder, LineReader
+from smtpd_child.policy import ControlReadError, Policy
+
+SEND, FLUSH, OPEN, WRITE, ABORT, COMMIT, CLOSE = (
+    "send", "flush", "open", "write", "abort", "commit", "close")
+
+MAX_RECIPIENTS = 100
+INTERNAL_ERROR = b"421 internal error (#4.3.0)\r\n"
+
+_COMMAND, _WAIT_OPEN, _DATA, _WAIT_COMMIT, _CLOSED = range(5)
+
+
+class SessionConfig:
+    """Everything a session needs from the outside world (built by config.py)."""
+
+    def __init__(self, *, greeting=b"localhost", databytes=0, policy=None,
+                 local_ip_host=None, is_local_ip=None, remotehost=b"unknown",
+                 remoteip=b"unknown", remoteinfo=None, local=b"unknown",
+                 clock=lambda: 0, max_recipients=MAX_RECIPIENTS):
+        self.greeting = greeting
+        self.databytes = databytes
+        self.policy = policy if policy is not None else Policy()
+        self.local_ip_host = local_ip_host
+        self.is_local_ip = is_local_ip
+        self.remotehost = remotehost
+        self.remoteip = remoteip
+        self.remoteinfo = remoteinfo
+        self.local = local
+        self.clock = clock
+        self.max_recipients = max_recipients
+
+
+class Session:
+    def __init__(self, config: SessionConfig):
+        self.config = config
+        self.state = _COMMAND
+        self.lines = LineReader()
+        self.helo = config.remotehost    # qmail: dohelo(remotehost) at start
+        self.seenmail = False
+        self.sender = b""
+        self.sender_is_bad = False
+        self.recipients = []
+        self.decoder = None
+        self.stored = 0
+        self.failed = False              # the queue was told to ABORT
+        self._out = []
+
+    # -- entry points -------------------------------------------------------
+
+    def greeting(self):
+        return [(SEND, replies.greeting(self.config.greeting)), (FLUSH,)]
+
+    def receive(self, data: bytes):
+        """Client bytes; b"" means end of input (EOF or read error)."""
+        return self._guarded(self._receive, data)
+
+    def queue_opened(self, ok: bool):
+        return self._guarded(self._queue_opened, ok)
+
+    def queue_finished(self, reply: bytes):
+        return self._guarded(self._queue_finished, reply)
+
+    @property
+    def closed(self) -> bool:
+        return self.state == _CLOSED
+
+    @property
+    def waiting(self) -> bool:
+        """True while the driver owes queue_opened()/queue_finished()."""
+        return self.state in (_WAIT_OPEN, _WAIT_COMMIT)
+
+    def _guarded(self, method, argument):
+        self._out = []
+        if self.state == _CLOSED:
+            return []
+        try:
+            method(argument)
+        except Exception:        # a bug must never reach the client as a traceback
+            if self.state in (_DATA, _WAIT_COMMIT) and not self.failed:
+                self._out.append((ABORT,))
+            self._reply(INTERNAL_ERROR, flush=True)
+            self._close(1)
+        return self._out
+
+    # -- state transitions --------------------------------------------------
+
+    def _receive(self, data):
+        if not data:
+            if self.state in (_DATA, _WAIT_COMMIT) and not self.failed:
+                self._out.append((ABORT,))
+            self._close(1)           # qmail: EOF exits 1 with no reply
+            return
+        self.lines.feed(data)
+        self._run()
+
+    def _queue_opened(self, ok):
+        if self.state != _WAIT_OPEN:
+            return
+        if not ok:
+            self.state = _COMMAND
+            self._reply(replies.QQT_FAILURE, flush=True)
+        else:
+            self.state = _DATA
+            self.decoder = DataDecoder()
+            self.stored = 0
+            self.failed = False
+            self._reply(replies.GO_AHEAD, flush=True)
+            cfg = self.config
+            self._out.append((WRITE, received_line(
+                remotehost=cfg.remotehost, helo=self.helo, remoteinfo=cfg.remoteinfo,
+                remoteip=cfg.remoteip, local=cfg.local, unix_time=cfg.clock())))
+        self._run()
+
+    def _queue_finished(self, reply):
+        if self.state != _WAIT_COMMIT:
+            return
+        self.state = _COMMAND
+        self._reply(reply, flush=True)
+        self._run()
+
+    def _run(self):
+        while True:
+            if self.state == _DATA:
+                self._run_data()
+            if self.state != _COMMAND:
+                return
+            line = self.lines.next_line()
+            if line is None:
+                return
+            if line is TOO_LONG:
+                self._reply(replies.LINE_TOO_LONG, flush=True)
+            else:
+                self._command(line)
+
+    def _run_data(self):
+        pending = self.lines.take_rest()
+        if not pending:
+            return
+        decoded, status, rest = self.decoder.feed(pending)
+        self._store(decoded)
+        if status == BARE_LF:
+            if not self.failed:
+                self._out.append((ABORT,))
+            self._reply(replies.BARE_LF, flush=True)
+            self._close(1)
+        elif status == END:
+            self.lines.feed(rest)
+            self._end_of_data()
+
+    def _store(self, decoded):
+        if not decoded or self.failed:
+            return
+        self.stored += len(decoded)
+        limit = self.config.databytes
+        if (limit and self.stored > limit) or self.decoder.hops >= MAX_HOPS:
+            self.failed = True       # keep reading to the dot, store nothing more
+            self._out.append((ABORT,))
+            return
+        self._out.append((WRITE, decoded))
+
+    def _end_of_data(self):
+        self.state = _COMMAND
+        if self.decoder.hops >= MAX_HOPS:
+            self._fail_message(replies.TOO_MANY_HOPS)
+        elif self.failed:
+            self._fail_message(replies.DATABYTES)
+        else:
+            self.state = _WAIT_COMMIT
+            self._out.append((COMMIT, envelope_bytes(self.sender, self.recipients)))
+
+    def _fail_message(self, reply):
+        if not self.failed:
+            self._out.append((ABORT,))
+        self._reply(reply, flush=True)
+
+    # -- commands -----------------------------------------------------------
+
+    def _command(self, line):
+        space = line.find(b" ")
+        if space < 0:
+            verb, arg = line, b""
+        else:
+            verb, arg = line[:space], line[space:].lstrip(b" ")
+        handler = _HANDLERS.get(verb.lower())
+        if handler is None:
+            self._reply(replies.UNIMPLEMENTED, flush=True)
+        else:
+            handler(self, arg)
+
+    def _helo(self, arg):
+        self.seenmail = False
+        self.helo = arg
+        self._reply(replies.helo(self.config.greeting), flush=True)
+
+    def _ehlo(self, arg):
+        self.seenmail = False
+        self.helo = arg
+        self._reply(replies.ehlo(self.config.greeting, self.config.databytes), flush=True)
+
+    def _mail(self, arg):
+        address = self._parse(arg)
+        if address is None:
+            self._reply(replies.SYNTAX)
+            return
+        declared = esmtp_size(arg)
+        limit = self.config.databytes
+        if limit and declared is not None and declared > limit:
+            self._reply(replies.DATABYTES)
+            return
+        self.sender_is_bad = self.config.policy.sender_is_bad(address)
+        self.seenmail = True
+        self.recipients = []
+        self.sender = address
+        self._reply(replies.OK)
+
+    def _rcpt(self, arg):
+        if not self.seenmail:
+            self._reply(replies.MAIL_FIRST)
+            return
+        if len(self.recipients) >= self.config.max_recipients:
+            self._reply(replies.TOO_MANY_RECIPIENTS)
+            return
+        address = self._parse(arg)
+        if address is None:
+            self._reply(replies.SYNTAX)
+            return
+        try:
+            refusal, recipient = self.config.policy.check_recipient(address, self.sender_is_bad)
+        except ControlReadError:
+            self._reply(replies.CONTROLS, flush=True)
+            self._close(1)
+            return
+        if refusal is not None:
+            self._reply(refusal)
+            return
+        self.recipients.append(recipient)
+        self._reply(replies.OK)
+
+    def _data(self, arg):
+        if not self.seenmail:
+            self._reply(replies.MAIL_FIRST, flush=True)
+            return
+        if not self.recipients:
+            self._reply(replies.RCPT_FIRST, flush=True)
+            return
+        self.seenmail = False
+        self.state = _WAIT_OPEN
+        self._out.append((OPEN, self.sender, list(self.recipients)))
+
+    def _rset(self, arg):
+        self.seenmail = False
+        self._reply(replies.FLUSHED)
+
+    def _noop(self, arg):
+        self._reply(replies.OK, flush=True)
+
+    def _vrfy(self, arg):
+        self._reply(replies.VRFY, flush=True)
+
+    def _help(self, arg):
+        self._reply(replies.HELP, flush=True)
+
+    def _quit(self, arg):
+        self._reply(replies.quit_reply(self.config.greeting), flush=True)
+        self._close(0)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _parse(self, arg):
+        return parse_path(arg, self.config.local_ip_host, self.config.is_local_ip)
+
+    def _reply(self, text, flush=False):
+        self._out.append((SEND, text))
+        if flush:
+            self._out.append((FLUSH,))
+
+    def _close(self, code):
+        self.state = _CLOSED
+        self._out.append((CLOSE, code))
+
+
+_HANDLERS = {
+    b"helo": Session._helo, b"ehlo": Session._ehlo, b"mail": Session._mail,
+    b"rcpt": Session._rcpt, b"data": Session._data, b"rset": Session._rset,
+    b"noop": Session._noop, b"vrfy": Session._vrfy, b"help": Session._help,
+    b"quit": Session._quit,
+}

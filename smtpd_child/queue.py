@@ -1,0 +1,206 @@
+"""Where accepted mail goes: a qmail-queue program, or the built-in spool.
+
+Both backends have the same life cycle, driven by main.py:
+  open(sender, recipients) -> bool   False: answer `451 qqt failure`
+  write(bytes)                       message bytes (LF line ends)
+  abort()                            nothing may be queued
+  commit() -> reply bytes            `250 ok ...` only once the mail is safe
+"""
+
+import os
+import signal
+
+from smtpd_child import replies, spoolfile
+from smtpd_child.envelope import envelope_bytes
+
+CHUNK = 65536
+
+
+class QueueProgram:
+    """qmail-queue's interface: message on the child's fd 0, envelope on fd 1.
+
+    The program inherits our environment and working directory (main.py has
+    already changed to the qmail home, as qmail-smtpd does).  Its exit code
+    is mapped to qmail's replies; if it cannot be waited for (SIGCHLD
+    ignored) the answer is a 451, never a 250.
+    """
+
+    def __init__(self, path: str, clock):
+        self.path = path
+        self.clock = clock
+        self.pid = self.last_pid = None
+        self.message_fd = self.envelope_fd = None
+        self.write_error = False
+        self.exec_failed = False
+        self.envelope = b""
+
+    def open(self, sender, recipients) -> bool:
+        self.write_error = self.exec_failed = False
+        self.envelope = envelope_bytes(sender, recipients)
+        try:
+            message_r, self.message_fd = os.pipe()
+            envelope_r, self.envelope_fd = os.pipe()
+        except OSError:
+            return False
+        try:
+            self.pid = os.posix_spawn(
+                self.path, [self.path], os.environ,
+                file_actions=[(os.POSIX_SPAWN_DUP2, message_r, 0),
+                              (os.POSIX_SPAWN_DUP2, envelope_r, 1)],
+                setsigdef=(signal.SIGPIPE, signal.SIGCHLD))
+        except OSError:
+            # qmail's child would exit 120: swallow the data, then say so.
+            self.exec_failed = True
+            self.pid = None
+        finally:
+            os.close(message_r)
+            os.close(envelope_r)
+        return True
+
+    def write(self, data: bytes) -> None:
+        if self.write_error or self.exec_failed:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.message_fd, view[:CHUNK]):]
+        except OSError:
+            self.write_error = True     # the program died early; its status tells why
+
+    def abort(self) -> None:
+        # Closing both pipes before the envelope's final NUL makes qmail-queue
+        # exit without queueing anything.
+        self._close_pipes()
+        self._wait()
+
+    def commit(self) -> bytes:
+        if self.exec_failed:
+            self._close_pipes()
+            return replies.queue_failure(replies.qq_status(120))
+        os.close(self.message_fd)
+        self.message_fd = None
+        try:
+            view = memoryview(self.envelope)
+            while view:
+                view = view[os.write(self.envelope_fd, view):]
+        except OSError:
+            self.write_error = True
+        self._close_pipes()
+        status = self._wait()
+        if status is None:
+            return replies.queue_failure(replies.QQ_WAITPID)
+        if os.WIFSIGNALED(status):
+            return replies.queue_failure(replies.QQ_CRASHED)
+        code = os.WEXITSTATUS(status)
+        if code == 0 and not self.write_error:
+            return replies.accepted(self.clock(), self.last_pid)
+        if code == 0:
+            return replies.queue_failure(replies.QQ_READ_ERROR)
+        return replies.queue_failure(replies.qq_status(code))
+
+    def _close_pipes(self):
+        for name in ("message_fd", "envelope_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(self, name, None)
+
+    def _wait(self):
+        """The child's wait status, or None if it could not be waited for."""
+        pid, self.pid = self.pid, None
+        self.last_pid = pid
+        if pid is None:
+            return None
+        while True:
+            try:
+                return os.waitpid(pid, 0)[1]
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                return None
+
+
+class Spool:
+    """The built-in durable spool: `<dir>/tmp` while writing, `<dir>/new` when safe.
+
+    A message is written to tmp/, fsynced, renamed into new/ and new/ is
+    fsynced before commit() returns the 250; an aborted or failed message is
+    removed from tmp/, so new/ only ever holds complete messages.
+    """
+
+    def __init__(self, directory: str, clock):
+        self.directory = directory
+        self.clock = clock
+        self.file = None
+        self.name = None
+        self.failed = False
+
+    def open(self, sender, recipients) -> bool:
+        if not os.path.isdir(self.directory):
+            return False
+        tmp = os.path.join(self.directory, "tmp")
+        try:
+            os.makedirs(tmp, exist_ok=True)
+            os.makedirs(os.path.join(self.directory, "new"), exist_ok=True)
+            self.name = f"{self.clock()}.{os.getpid()}.{os.urandom(6).hex()}"
+            fd = os.open(os.path.join(tmp, self.name),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            return False
+        self.file = os.fdopen(fd, "wb", buffering=CHUNK)
+        self.failed = False
+        self.write(spoolfile.header(sender, recipients))
+        return True
+
+    def write(self, data: bytes) -> None:
+        if self.failed:
+            return
+        try:
+            self.file.write(data)
+        except OSError:
+            self.failed = True
+
+    def abort(self) -> None:
+        self._discard()
+
+    def commit(self) -> bytes:
+        if self.failed:
+            self._discard()
+            return replies.queue_failure(replies.qq_status(53))
+        tmp_path = os.path.join(self.directory, "tmp", self.name)
+        new_dir = os.path.join(self.directory, "new")
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            self.file = None
+            os.rename(tmp_path, os.path.join(new_dir, self.name))
+            _fsync_directory(new_dir)
+        except OSError:
+            self._discard()
+            return replies.queue_failure(replies.qq_status(53))
+        return replies.accepted(self.clock(), os.getpid())
+
+    def _discard(self):
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            self.file = None
+        if self.name is not None:
+            try:
+                os.unlink(os.path.join(self.directory, "tmp", self.name))
+            except OSError:
+                pass
+
+
+def _fsync_directory(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
