@@ -1,0 +1,202 @@
+"""The per-connection child, from just after fork() to exec().
+
+Everything here runs in the forked child and never returns into the
+parent's code: it ends in exec of the program or in os._exit().  The order
+of the steps is the original's (spec: banner, local address and name, the
+environment, remote name, ident, rules, log line, deny or exec), so a slow
+DNS or ident answer delays only this client.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from typing import NoReturn
+
+from . import logfmt
+from .errstr import error_str
+from .exitcodes import PERMANENT, TEMPORARY
+from .lookup import ident, remote_name, reverse_name, SoftDnsError
+from .options import Options, VERBOSE, QUIET
+from .rulesfile import RulesReadError, find_rule
+from .ucspi import Connection, child_environment, per_ip_limit
+
+DEFAULT_PATH = b"/bin:/usr/bin"
+
+
+class Drop(Exception):
+    """Stop serving this connection: log a warning, exit 111."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What the parent hands over: the connection and what it counted."""
+    fd: int
+    remote_ip: str        # canonical: dotted for IPv4 and IPv4-mapped clients
+    remote_port: int
+    scope_id: int         # non-zero for scoped (link-local) IPv6 clients
+    ip_count: int         # children of this address, this one included
+
+
+class ChildLog:
+    def __init__(self, prog: str, verbosity: int):
+        self.prog = prog
+        self.verbose = verbosity == VERBOSE
+        self.quiet = verbosity == QUIET
+
+    def write(self, line: bytes) -> None:
+        try:
+            os.write(2, line)
+        except OSError:
+            pass
+
+    def info(self, line: bytes) -> None:
+        if self.verbose:
+            self.write(line)
+
+    def drop(self, text: str) -> None:
+        if not self.quiet:
+            self.write(logfmt.dropping(self.prog, text))
+
+
+def run_child(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
+              close_fds: tuple[int, ...], prog: str = "tcpserver") -> NoReturn:
+    """Serve one connection in the forked child; never returns."""
+    status = TEMPORARY
+    log = ChildLog(prog, opts.verbosity)
+    try:
+        # The parent's handlers and wakeup fd must not act in the child.
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in close_fds:
+            os.close(fd)
+        status = _serve(accepted, opts, base_env, log)
+    except Drop as exc:
+        log.drop(str(exc))
+        status = TEMPORARY
+    except BaseException:   # never let an exception unwind into parent code
+        status = TEMPORARY
+    finally:
+        os._exit(status)
+
+
+def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
+           log: ChildLog) -> int:
+    pid = os.getpid()
+    remote_ip = accepted.remote_ip
+    log.info(logfmt.pid_from(log.prog, pid, remote_ip))
+    sock = socket.socket(fileno=accepted.fd)
+    ipv4_wire = sock.family == socket.AF_INET or "." in remote_ip
+    if opts.kill_ip_options and ipv4_wire:
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+        except OSError:
+            pass
+    if opts.nodelay:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+    if opts.banner:
+        try:
+            view = memoryview(opts.banner)
+            while view:
+                view = view[os.write(accepted.fd, view):]
+        except OSError as exc:
+            raise Drop(f"unable to print banner: {error_str(exc.errno)}") from None
+    try:
+        local = sock.getsockname()
+    except OSError as exc:
+        raise Drop(f"unable to get local address: {error_str(exc.errno)}") from None
+    local_ip = local[0].split("%", 1)[0]
+    if local_ip.startswith("::ffff:") and "." in local_ip:
+        local_ip = local_ip[7:]
+    local_port = local[1]
+    ipv6 = ":" in remote_ip
+
+    if opts.local_name is not None:
+        local_host = opts.local_name
+    else:
+        try:
+            local_host = reverse_name(local_ip)
+        except SoftDnsError:
+            local_host = None
+    remote_host = remote_name(remote_ip, opts.paranoid) if opts.remote_host_lookup else None
+    remote_info = None
+    if opts.ident:
+        family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        remote_info = ident(local_ip, local_port, remote_ip, accepted.remote_port,
+                            family, opts.ident_timeout)
+
+    rule = None
+    if opts.rules is not None:
+        try:
+            found = find_rule(opts.rules, remote_ip, remote_host, remote_info)
+        except RulesReadError as exc:
+            if not (exc.errno == errno.ENOENT and opts.rules_missing_ok):
+                raise Drop(f"unable to read {opts.rules}: {exc.text}") from None
+            found = None
+        if found is not None:
+            rule = found[1]
+
+    denied = rule is not None and rule.deny
+    ip_limit = per_ip_limit(opts.per_ip_limit, rule)
+    if not denied and ip_limit and accepted.ip_count > ip_limit:
+        log.info(logfmt.per_ip_refused(log.prog, pid, remote_ip, accepted.ip_count, ip_limit))
+        if opts.per_ip_message:
+            try:
+                os.write(accepted.fd, opts.per_ip_message)
+            except OSError:
+                pass
+        return PERMANENT
+    log.info(logfmt.decision(log.prog, not denied, pid, local_host, local_ip, local_port,
+                             remote_host, remote_ip, remote_info, accepted.remote_port))
+    if denied:
+        return PERMANENT
+
+    interface = None
+    if ipv6 and accepted.scope_id:
+        try:
+            interface = socket.if_indextoname(accepted.scope_id).encode()
+        except OSError:
+            interface = None
+    conn = Connection(local_ip=local_ip, local_port=local_port, remote_ip=remote_ip,
+                      remote_port=accepted.remote_port, local_host=local_host,
+                      remote_host=remote_host, remote_info=remote_info, ipv6=ipv6,
+                      interface=interface)
+    env = child_environment(base_env, conn, rule)
+    try:
+        os.dup2(accepted.fd, 0)
+        os.dup2(accepted.fd, 1)
+    except OSError as exc:
+        raise Drop(f"unable to set up descriptors: {error_str(exc.errno)}") from None
+    if accepted.fd > 1:
+        sock.detach()
+        os.close(accepted.fd)
+    err = exec_program(opts.program, env, base_env.get(b"PATH", DEFAULT_PATH))
+    raise Drop(f"unable to run {opts.program[0]}: {error_str(err)}")
+
+
+def exec_program(argv: tuple[str, ...], env: dict[bytes, bytes], path: bytes) -> int:
+    """djb pathexec: search PATH (from the inherited environment, not the
+    rule's), keep the most telling error; returns only on failure."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # CPython ignores it
+    program = argv[0].encode("utf-8", "surrogateescape")
+    if b"/" in program:
+        candidates = [program]
+    else:
+        candidates = [(entry or b".") + b"/" + program for entry in path.split(b":")]
+    saved = 0
+    for candidate in candidates:
+        try:
+            os.execve(candidate, list(argv), env)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                saved = exc.errno
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EISDIR):
+                    return saved
+    return saved or errno.ENOENT

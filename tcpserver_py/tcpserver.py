@@ -1,0 +1,69 @@
+"""tcpserver: accept TCP connections and run a program for each (edge).
+
+`tcpserver [options] host port program [arg ...]`, as ucspi-tcp 0.88's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import logfmt
+from .environ import inherited_environment
+from .errstr import error_str
+from .exitcodes import PERMANENT, TEMPORARY
+from .listen import ListenError, open_listener
+from .options import QUIET, UsageError, parse_args
+# Everything the server and its children run is imported now, before -u/-g
+# may take away the right to read the interpreter's files.
+from .server import serve
+
+PROG = "tcpserver"
+
+
+def main() -> None:
+    try:
+        opts = parse_args(sys.argv[1:], os.environ)
+    except UsageError as exc:
+        if not exc.quiet:
+            os.write(2, ("\n".join(exc.lines) + "\n").encode())
+        sys.exit(PERMANENT)
+
+    def fatal(text: str) -> None:
+        if opts.verbosity != QUIET:
+            os.write(2, logfmt.fatal(PROG, text))
+        sys.exit(TEMPORARY)
+
+    try:
+        listener = open_listener(opts.host, opts.port, opts.backlog, opts.family)
+    except ListenError as exc:
+        fatal(exc.text)
+    port = listener.getsockname()[1]
+    if opts.gid:
+        try:
+            os.setgroups([opts.gid])
+            os.setgid(opts.gid)
+        except OSError as exc:
+            fatal(f"unable to set gid: {error_str(exc.errno)}")
+    if opts.uid:
+        try:
+            os.setuid(opts.uid)
+        except OSError as exc:
+            fatal(f"unable to set uid: {error_str(exc.errno)}")
+    if opts.print_port:
+        try:
+            os.write(1, b"%d\n" % port)
+        except OSError:
+            pass
+    # The original closes fds 0 and 1 so a supervisor's pipes are released;
+    # /dev/null keeps the numbers taken so a connection never lands on 0/1.
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    if null > 1:
+        os.close(null)
+    serve(listener, opts, inherited_environment(os.environb))
+
+
+if __name__ == "__main__":
+    main()

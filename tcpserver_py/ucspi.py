@@ -1,0 +1,102 @@
+"""The child's environment: which variables to set or remove (pure).
+
+Shared by tcpserver and tcp-env.  The edits are applied in order and the last
+edit of a name wins, exactly as ucspi-tcp queues its env_put/env_unset calls:
+first tcpserver's own variables (PROTO, TCPLOCAL*, TCPREMOTE*; a variable
+with no value is *removed*, even when inherited), then the TCP6* mirrors for
+IPv6 clients, then the variables of the matching rule, so a rule may override
+anything (qmail setups rely on overriding TCPLOCALHOST).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from .rulekeys import RuleValue
+
+Edit = tuple[bytes, "bytes | None"]   # (name, value); None removes the name
+
+PER_IP_LIMIT_VARIABLE = b"MAXCONIP"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What the child knows about its connection, addresses in canonical text
+    (dotted IPv4 for IPv4 and IPv4-mapped clients, compressed IPv6 otherwise)."""
+    local_ip: str
+    local_port: int
+    remote_ip: str
+    remote_port: int
+    local_host: bytes | None = None
+    remote_host: bytes | None = None
+    remote_info: bytes | None = None
+    ipv6: bool = False                 # a real IPv6 client (not IPv4-mapped)
+    interface: bytes | None = None     # scope of a link-local IPv6 address
+
+
+def connection_env(conn: Connection) -> list[Edit]:
+    """tcpserver's own variables, in the original's order."""
+    local_port = str(conn.local_port).encode()
+    remote_port = str(conn.remote_port).encode()
+    local_ip = conn.local_ip.encode()
+    remote_ip = conn.remote_ip.encode()
+    edits: list[Edit] = [
+        (b"PROTO", b"TCP6" if conn.ipv6 else b"TCP"),
+        (b"TCPLOCALIP", local_ip),
+        (b"TCPLOCALPORT", local_port),
+        (b"TCPLOCALHOST", conn.local_host),
+        (b"TCPREMOTEIP", remote_ip),
+        (b"TCPREMOTEPORT", remote_port),
+        (b"TCPREMOTEHOST", conn.remote_host),
+        (b"TCPREMOTEINFO", conn.remote_info),
+    ]
+    if conn.ipv6:
+        # IPv6 clients also get the TCP6* copies that the IPv6 ucspi-tcp
+        # variants set; IPv4 clients (even on a dual-stack socket) see exactly
+        # the vanilla variables.
+        edits += [(b"TCP6" + name[3:], value) for name, value in edits[1:]]
+        if conn.interface:
+            edits.append((b"TCP6INTERFACE", conn.interface))
+    return edits
+
+
+def rule_env(rule: RuleValue | None) -> list[Edit]:
+    """The variables a matching rule sets, in file order."""
+    if rule is None:
+        return []
+    return [(name, value) for name, value in rule.env]
+
+
+def apply_edits(base: Mapping[bytes, bytes], edits: Iterable[Edit]) -> dict[bytes, bytes]:
+    """The environment to exec with: `base` plus the edits, last one wins.
+
+    Edited names move to the end, as the original appends them after the
+    inherited variables it keeps.
+    """
+    env = dict(base)
+    for name, value in edits:
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
+    return env
+
+
+def child_environment(base: Mapping[bytes, bytes], conn: Connection,
+                      rule: RuleValue | None) -> dict[bytes, bytes]:
+    return apply_edits(base, connection_env(conn) + rule_env(rule))
+
+
+def per_ip_limit(default: int, rule: RuleValue | None) -> int:
+    """The per-IP limit for this client: the rule's last MAXCONIP if it sets
+    one (leading digits; 0 = unlimited for that rule), else `default`."""
+    limit = default
+    for name, value in rule_env(rule):
+        if name == PER_IP_LIMIT_VARIABLE:
+            digits = b""
+            for ch in value:
+                if not 48 <= ch <= 57:
+                    break
+                digits += bytes([ch])
+            limit = int(digits or b"0")
+    return limit

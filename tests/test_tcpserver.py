@@ -1,0 +1,275 @@
+"""tcpserver side by side with the C tcpserver: environment, logs, rules.
+
+Both servers get the same arguments, the same rules cdb and the same
+clients (127.0.0.1 and 127.0.0.2); what the child sees and what the server
+logs must agree, but for pids and ports.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import our_program, peer_program
+from tcpserver_harness import Server, normalise_log, parse_env, write_rules_c
+
+PARENT_ENV = {
+    "PATH": "/usr/bin:/bin", "KEEP": "inherited",
+    # -H and -R must remove these even though the parent has them.
+    "TCPREMOTEHOST": "spoofed.example", "TCPREMOTEINFO": "spoofed",
+}
+
+RULES = (
+    '127.0.0.1:allow,RELAYCLIENT="",TCPLOCALHOST="mx.example.org",A="1",A="2"\n'
+    '127.0.0.2:allow,WHO="two",TCPREMOTEIP="10.9.9.9",URL="http://x:80/a=b"\n'
+    '127.0.0.3:deny,WHO="denied"\n'
+    ':allow,WHO="default"\n'
+)
+
+
+def servers(tmp_path, args, env=PARENT_ENV):
+    """Start the C server and ours with the same arguments."""
+    started = {}
+    try:
+        for name, exe in (("c", peer_program("/usr/bin/tcpserver")),
+                          ("ours", our_program("tcpserver"))):
+            started[name] = Server(exe, args, tmp_path / f"{name}.log", env=env)
+    except BaseException:
+        for server in started.values():
+            server.stop()
+        raise
+    return started
+
+
+@pytest.fixture
+def pair(tmp_path):
+    made = []
+
+    def start(args, env=PARENT_ENV):
+        both = servers(tmp_path, args, env)
+        made.extend(both.values())
+        return both
+    yield start
+    for server in made:
+        server.stop()
+
+
+def strip_ports(env):
+    return {k: v for k, v in env.items() if k not in ("TCPLOCALPORT", "TCPREMOTEPORT")}
+
+
+def test_child_environment_matches_c_tcpserver(pair, tmp_path):
+    cdb = write_rules_c(tmp_path, RULES)
+    both = pair(["-v", "-1", "-HRl0", "-x", cdb, "127.0.0.1", "0", "/usr/bin/env"])
+    seen = {}
+    for name, server in both.items():
+        seen[name] = {src: parse_env(server.talk(source=src))
+                      for src in ("127.0.0.1", "127.0.0.2", "127.0.0.4")}
+    for src in ("127.0.0.1", "127.0.0.2", "127.0.0.4"):
+        assert strip_ports(seen["ours"][src]) == strip_ports(seen["c"][src]), src
+    one = seen["ours"]["127.0.0.1"]
+    assert one["A"] == "2" and one["RELAYCLIENT"] == "" and one["TCPLOCALHOST"] == "mx.example.org"
+    assert "TCPREMOTEHOST" not in one and "TCPREMOTEINFO" not in one
+    assert one["KEEP"] == "inherited" and one["PROTO"] == "TCP"
+    assert one["TCPLOCALPORT"] == str(both["ours"].port)
+    two = seen["ours"]["127.0.0.2"]
+    assert two["TCPREMOTEIP"] == "10.9.9.9" and two["URL"] == "http://x:80/a=b"
+    assert seen["ours"]["127.0.0.4"]["WHO"] == "default"
+    assert "LC_CTYPE" not in one   # nothing added by the interpreter
+
+
+def test_log_lines_match_c_tcpserver(pair, tmp_path):
+    cdb = write_rules_c(tmp_path, RULES)
+    both = pair(["-v", "-1", "-HR", "-l", "a:b%c d", "-B", "hello\r\n", "-x", cdb,
+                 "127.0.0.1", "0", "/bin/echo", "served"])
+    for server in both.values():
+        assert server.talk(source="127.0.0.1") == b"hello\r\nserved\n"
+        assert server.talk(source="127.0.0.3") == b"hello\r\n"      # deny: banner only
+        server.wait_log(r"^tcpserver: status: 0/40$", count=3)
+    ours, c = normalise_log(both["ours"].log()), normalise_log(both["c"].log())
+    assert ours == c
+    assert "tcpserver: deny PID a?b?c?d:127.0.0.1:PORT :127.0.0.3::PORT" in ours
+    assert "tcpserver: end PID status 25600" in ours
+
+
+@pytest.mark.parametrize("extra", [[], ["-X"]])
+def test_missing_rules_file(pair, tmp_path, extra):
+    missing = str(tmp_path / "nope.cdb")
+    both = pair(["-v", "-1", "-HRl0", *extra, "-x", missing, "127.0.0.1", "0",
+                 "/bin/echo", "in"])
+    for server in both.values():
+        expected = b"in\n" if extra else b""
+        assert server.talk() == expected
+        server.wait_log(r"^tcpserver: end \d+", count=1)
+    assert normalise_log(both["ours"].log()) == normalise_log(both["c"].log())
+    if not extra:
+        assert (f"tcpserver: warning: dropping connection, unable to read {missing}: "
+                "file does not exist") in both["ours"].log()
+        assert "status 28416" in both["ours"].log()
+
+
+@pytest.mark.parametrize("extra", [[], ["-X"]])
+def test_corrupt_rules_file_is_dropped_even_with_X(pair, tmp_path, extra):
+    bad = tmp_path / "bad.cdb"
+    bad.write_bytes(b"\x01\x02garbage")
+    both = pair(["-v", "-1", "-HRl0", *extra, "-x", str(bad), "127.0.0.1", "0",
+                 "/bin/echo", "in"])
+    for server in both.values():
+        assert server.talk() == b""
+        server.wait_log(r"^tcpserver: end \d+", count=1)
+    log = both["ours"].log()
+    assert f"unable to read {bad}: protocol error" in log
+    assert normalise_log(log) == normalise_log(both["c"].log())
+
+
+def test_unreadable_rules_directory_is_dropped(pair, tmp_path):
+    both = pair(["-1", "-HRl0", "-X", "-x", str(tmp_path), "127.0.0.1", "0",
+                 "/bin/echo", "in"])
+    ours = both["ours"]
+    assert ours.talk() == b""
+    assert ours.wait_log(r"dropping connection, unable to read .*: (is a directory|protocol error)")
+
+
+def test_exec_failure(pair, tmp_path):
+    both = pair(["-v", "-1", "-HRl0", "-B", "hi\n", "127.0.0.1", "0", "/nonexistent/prog"])
+    for server in both.values():
+        assert server.talk() == b"hi\n"
+        server.wait_log(r"^tcpserver: status: 0/40$", count=2)
+    log = both["ours"].log()
+    assert ("tcpserver: warning: dropping connection, unable to run /nonexistent/prog: "
+            "file does not exist") in log
+    assert "status 28416" in log
+    assert normalise_log(log) == normalise_log(both["c"].log())
+
+
+def test_c_tcpserver_reads_a_cdb_written_with_our_encoding(tmp_path, peer):
+    cdbx = pytest.importorskip("cdbx")
+    from tcpserver_py.rulekeys import encode_value
+    path = tmp_path / "ours.cdb"
+    maker = cdbx.CDB.make(str(path))
+    maker.add(b"127.0.0.1", encode_value(False, [(b"WHO", b"ours"), (b"RELAYCLIENT", b"")]))
+    maker.add(b"127.0.0.2", encode_value(True, []))
+    maker.commit().close()
+    c = Server(peer("/usr/bin/tcpserver"),
+               ["-1", "-HRl0", "-x", str(path), "127.0.0.1", "0", "/usr/bin/env"],
+               tmp_path / "c.log", env=PARENT_ENV)
+    try:
+        env = parse_env(c.talk())
+        assert env["WHO"] == "ours" and env["RELAYCLIENT"] == ""
+        assert c.talk(source="127.0.0.2") == b""
+    finally:
+        c.stop()
+
+
+def test_cat_and_mailfront_children(tmp_path, peer):
+    mailfront = peer("/usr/sbin/mailfront")
+    cat = Server(our_program("tcpserver"), ["-1", "-HRl0", "127.0.0.1", "0", "/bin/cat"],
+                 tmp_path / "cat.log", env=PARENT_ENV)
+    smtp = Server(our_program("tcpserver"),
+                  ["-1", "-HR", "-l", "mx.example.org", "127.0.0.1", "0",
+                   mailfront, "smtp", "echo", "accept"], tmp_path / "mf.log", env=PARENT_ENV)
+    try:
+        payload = bytes(range(256)) * 400
+        assert cat.talk(payload) == payload
+        dialogue = (b"HELO client.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n"
+                    b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        reply = smtp.talk(dialogue).decode()
+        assert reply.startswith("220 mx.example.org mailfront ESMTP\r\n")
+        assert "250 Received" in reply and reply.endswith("221 2.0.0 Good bye.\r\n")
+    finally:
+        cat.stop()
+        smtp.stop()
+
+
+def test_concurrency_limit_defers_accept(tmp_path):
+    server = Server(our_program("tcpserver"),
+                    ["-v", "-1", "-HRl0", "-c", "2", "-B", "hi\n", "127.0.0.1", "0", "/bin/cat"],
+                    tmp_path / "s.log", env=PARENT_ENV)
+    socks = []
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            socks.append(s)
+        assert socks[0].recv(3) == b"hi\n" and socks[1].recv(3) == b"hi\n"
+        socks[2].settimeout(0.7)
+        with pytest.raises(socket.timeout):
+            socks[2].recv(3)     # waits in the backlog: not accepted, not closed
+        socks[0].close()
+        socks[2].settimeout(5)
+        assert socks[2].recv(3) == b"hi\n"
+        statuses = server.wait_log(r"^tcpserver: status: (\d+)/2$", count=6)
+        assert max(int(n) for n in statuses) == 2
+    finally:
+        for s in socks:
+            s.close()
+        server.stop()
+
+
+def test_sigterm_exits_0_and_children_keep_running(tmp_path):
+    server = Server(our_program("tcpserver"), ["-1", "-HRl0", "127.0.0.1", "0", "/bin/cat"],
+                    tmp_path / "s.log", env=PARENT_ENV)
+    try:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        s.sendall(b"before\n")
+        assert s.recv(7) == b"before\n"
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=5) == 0
+        s.sendall(b"after\n")           # the child outlives its parent
+        assert s.recv(6) == b"after\n"
+        s.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("argv", [
+    ["-Z"], ["-c"], ["-v"], ["0", "1"], ["-q"], ["-q", "-Z"], ["-HRl0", "0"],
+    ["-q", "0", "nosuchport", "x"], ["0", "nosuchport", "x"], ["nosuch.invalid", "0", "x"],
+])
+def test_usage_and_fatal_messages_match_c(argv, peer):
+    c = subprocess.run([peer("/usr/bin/tcpserver"), *argv], capture_output=True, timeout=10)
+    ours = subprocess.run([our_program("tcpserver"), *argv], capture_output=True, timeout=10)
+    assert (ours.returncode, ours.stderr) == (c.returncode, c.stderr)
+    assert ours.returncode in (100, 111)
+
+
+def test_bind_in_use_is_fatal_like_c(peer):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = str(holder.getsockname()[1])
+        argv = ["-HRl0", "127.0.0.1", port, "/bin/true"]
+        c = subprocess.run([peer("/usr/bin/tcpserver"), *argv], capture_output=True, timeout=10)
+        ours = subprocess.run([our_program("tcpserver"), *argv], capture_output=True, timeout=10)
+    assert ours.stderr == b"tcpserver: fatal: unable to bind: address already used\n"
+    assert (ours.returncode, ours.stderr) == (c.returncode, c.stderr) == (111, ours.stderr)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change uid")
+def test_uid_and_gid_dropped_after_bind(tmp_path):
+    server = Server(our_program("tcpserver"),
+                    ["-1", "-HRl0", "-u", "65534", "-g", "65533", "127.0.0.1", "0",
+                     "/bin/sh", "-c", "id -u; id -g; id -G"], tmp_path / "s.log", env=PARENT_ENV)
+    try:
+        assert server.talk().split() == [b"65534", b"65533", b"65533"]
+        status = open(f"/proc/{server.proc.pid}/status").read()
+        assert "\nUid:\t65534\t65534\t65534\t65534" in status
+    finally:
+        server.stop()
+
+
+def test_quiet_and_default_verbosity(tmp_path):
+    for flag, expect_warning in (("-q", False), ("-Q", True)):
+        server = Server(our_program("tcpserver"),
+                        ["-1", flag, "-HRl0", "127.0.0.1", "0", "/nonexistent"],
+                        tmp_path / f"{flag}.log", env=PARENT_ENV)
+        try:
+            server.talk()
+            time.sleep(0.3)
+            log = server.log()
+            assert ("unable to run" in log) == expect_warning
+            assert "status:" not in log and "pid" not in log
+        finally:
+            server.stop()
