@@ -25,9 +25,10 @@ class QueueProgram:
     ignored) the answer is a 451, never a 250.
     """
 
-    def __init__(self, path: str, clock):
+    def __init__(self, path: str, clock, environment):
         self.path = path
         self.clock = clock
+        self.environment = environment
         self.pid = self.last_pid = None
         self.message_fd = self.envelope_fd = None
         self.write_error = False
@@ -44,7 +45,7 @@ class QueueProgram:
             return False
         try:
             self.pid = os.posix_spawn(
-                self.path, [self.path], os.environ,
+                self.path, [self.path], self.environment,
                 file_actions=[(os.POSIX_SPAWN_DUP2, message_r, 0),
                               (os.POSIX_SPAWN_DUP2, envelope_r, 1)],
                 setsigdef=(signal.SIGPIPE, signal.SIGCHLD))
