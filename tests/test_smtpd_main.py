@@ -1,0 +1,251 @@
+"""smtpd-child as a process over plain pipes: configuration, timeouts, EOF, queue."""
+
+import os
+import signal
+import subprocess
+import time
+
+import cdbx
+import pytest
+
+from conftest import our_program
+from smtpd_child import replies
+
+FAKE_QUEUE = """#!/bin/sh
+cat > "$OUT/message"
+cat <&1 > "$OUT/envelope"
+exit ${FAKE_EXIT:-0}
+"""
+
+
+def make_home(tmp_path, **controls):
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    (home / "spool").mkdir()
+    files = {"me": "mail.example.com\n", "rcpthosts": "example.com\n.example.net\n"}
+    files.update(controls)
+    for name, text in files.items():
+        if text is not None:
+            (home / "control" / name).write_text(text)
+    return home
+
+
+def run_child(home, client: bytes, timeout=20, preexec_fn=None, **env):
+    environment = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(home), "TCPREMOTEIP": "127.0.0.1",
+                   "TCPLOCALIP": "127.0.0.1", **env}
+    result = subprocess.run([our_program("smtpd-child")], input=client, capture_output=True,
+                            env=environment, timeout=timeout, preexec_fn=preexec_fn)
+    return result.stdout, result.stderr, result.returncode
+
+
+def lines(*items):
+    return b"".join(item + b"\r\n" for item in items)
+
+
+def spooled(home):
+    new = home / "spool" / "new"
+    return sorted(new.iterdir()) if new.exists() else []
+
+
+SESSION = lines(b"EHLO client.test", b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>",
+                b"RCPT TO:<u@other.test>", b"DATA", b"Subject: t", b"", b"hello", b".", b"QUIT")
+
+
+def test_session_into_the_spool_and_spool_tool(tmp_path):
+    home = make_home(tmp_path)
+    out, err, code = run_child(home, SESSION)
+    assert code == 0, err
+    assert out.startswith(b"220 mail.example.com ESMTP\r\n250-mail.example.com\r\n")
+    assert replies.NOGATEWAY + replies.GO_AHEAD + b"250 ok " in out
+    assert out.endswith(b"221 mail.example.com\r\n")
+    [message] = spooled(home)
+    listed = subprocess.run([our_program("smtpd-spool"), str(home / "spool"), "list"],
+                            capture_output=True, check=True).stdout.decode()
+    assert listed.split() == [message.name, str(len(spoolfile_message(message))),
+                              "<a@b.test>", "<u@example.com>"]
+    shown = subprocess.run([our_program("smtpd-spool"), str(home / "spool"), "show",
+                            message.name], capture_output=True, check=True).stdout
+    assert shown.startswith(b"From: <a@b.test>\nTo: <u@example.com>\n\nReceived: from unknown "
+                            b"(HELO client.test) (127.0.0.1)\n  by 127.0.0.1 with SMTP; ")
+    assert shown.endswith(b"-0000\nSubject: t\n\nhello\n")
+    bad = subprocess.run([our_program("smtpd-spool"), str(home / "spool"), "show", "../x"],
+                         capture_output=True)
+    assert bad.returncode == 100 and bad.stderr.startswith(b"smtpd-spool: bad message id")
+
+
+def spoolfile_message(path):
+    from smtpd_child import spoolfile
+    return spoolfile.parse(path.read_bytes())[2]
+
+
+def test_control_files_follow_qmail_rules(tmp_path):
+    home = make_home(tmp_path, smtpgreeting="greet.example NO UCE \t\nsecond line\n",
+                     rcpthosts="# comment\n\nexample.com  \n", badmailfrom="@evil.test\n",
+                     databytes="10 bytes\n")
+    out, _, code = run_child(home, lines(b"HELO x", b"MAIL FROM:<a@b.test>",
+                                         b"RCPT TO:<u@EXAMPLE.com>", b"MAIL FROM:<x@evil.test>",
+                                         b"RCPT TO:<u@example.com>", b"EHLO", b"QUIT"))
+    assert out.split(b"\r\n")[:2] == [b"220 greet.example NO UCE ESMTP", b"250 greet.example NO UCE"]
+    assert replies.OK * 3 + replies.BADMAILFROM in out
+    assert b"250 SIZE 10\r\n" in out and code == 0
+
+
+def test_databytes_environment_overrides_control(tmp_path):
+    home = make_home(tmp_path, databytes="1000\n")
+    out, _, _ = run_child(home, lines(b"EHLO x", b"QUIT"), DATABYTES="77")
+    assert b"250 SIZE 77\r\n" in out
+
+
+@pytest.mark.parametrize("breakage", ["unreadable-rcpthosts", "no-me", "unreadable-cdb",
+                                      "no-home"])
+def test_unreadable_controls_give_421(tmp_path, breakage):
+    home = make_home(tmp_path)
+    if breakage == "unreadable-rcpthosts":
+        (home / "control" / "rcpthosts").unlink()
+        (home / "control" / "rcpthosts").mkdir()       # reading it fails with EISDIR
+    elif breakage == "no-me":
+        (home / "control" / "me").unlink()
+    elif breakage == "unreadable-cdb":
+        # a symlink to itself: open() fails with ELOOP, not ENOENT
+        os.symlink("morercpthosts.cdb", home / "control" / "morercpthosts.cdb")
+    else:
+        home = tmp_path / "absent"
+    out, err, code = run_child(home, lines(b"QUIT"))
+    assert out == replies.CONTROLS and code == 1
+    assert err.startswith(b"smtpd-child: ") and b"Traceback" not in err
+
+
+def test_missing_rcpthosts_refuses_relaying_and_says_so(tmp_path):
+    home = make_home(tmp_path, rcpthosts=None)
+    out, err, _ = run_child(home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>",
+                                        b"RCPT TO:<postmaster>", b"QUIT"))
+    assert replies.OK + replies.NOGATEWAY + replies.OK in out
+    assert b"rcpthosts is missing" in err
+
+
+def test_morercpthosts_cdb(tmp_path):
+    home = make_home(tmp_path)
+    maker = cdbx.CDB.make(str(home / "control" / "morercpthosts.cdb"))
+    maker.add(b"other.test", b"")
+    maker.add(b".sub.test", b"")
+    maker.commit().close()
+    out, _, _ = run_child(home, lines(b"MAIL FROM:<>", b"RCPT TO:<u@OTHER.TEST>",
+                                      b"RCPT TO:<u@x.sub.test>", b"RCPT TO:<u@sub.test>", b"QUIT"))
+    assert replies.OK * 3 + replies.NOGATEWAY in out
+
+
+def test_read_timeout(tmp_path):
+    home = make_home(tmp_path, timeoutsmtpd="1\n")
+    proc = subprocess.Popen([our_program("smtpd-child")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env={"QMAILHOME": str(home)})
+    try:
+        started = time.monotonic()
+        proc.stdin.write(b"NOOP\r\n")
+        proc.stdin.flush()
+        out = proc.stdout.read()
+        elapsed = time.monotonic() - started
+        assert proc.wait(timeout=10) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out == b"220 mail.example.com ESMTP\r\n250 ok\r\n" + replies.TIMEOUT
+    assert 0.9 < elapsed < 8
+
+
+def test_session_deadline_stops_a_trickling_client(tmp_path):
+    home = make_home(tmp_path, timeoutsmtpd="5\n")
+    proc = subprocess.Popen([our_program("smtpd-child")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env={"QMAILHOME": str(home),
+                                                         "SMTPD_DEADLINE": "2"})
+    try:
+        for _ in range(12):
+            if proc.poll() is not None:
+                break
+            try:
+                proc.stdin.write(b"NOOP\r\n")
+                proc.stdin.flush()
+            except BrokenPipeError:
+                break
+            time.sleep(0.4)
+        out = proc.stdout.read()
+        assert proc.wait(timeout=10) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out.endswith(replies.OK + replies.SESSION_DEADLINE)
+    assert 3 <= out.count(replies.OK) <= 7
+
+
+def test_eof_mid_data_queues_nothing(tmp_path):
+    home = make_home(tmp_path)
+    out, _, code = run_child(home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>",
+                                         b"DATA", b"Subject: cut", b"half a message"))
+    assert out.endswith(replies.GO_AHEAD) and code == 1
+    assert spooled(home) == [] and list((home / "spool" / "tmp").iterdir()) == []
+
+
+def test_bare_lf_disconnects_and_queues_nothing(tmp_path):
+    home = make_home(tmp_path)
+    out, _, code = run_child(home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>",
+                                         b"DATA") + b"x\n.\r\n" + lines(b"QUIT"))
+    assert out.endswith(replies.GO_AHEAD + replies.BARE_LF) and code == 1
+    assert spooled(home) == [] and list((home / "spool" / "tmp").iterdir()) == []
+
+
+@pytest.fixture
+def fake_queue(tmp_path):
+    script = tmp_path / "fake-qmail-queue"
+    script.write_text(FAKE_QUEUE)
+    script.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    return script, out
+
+
+def test_qmailqueue_program(tmp_path, fake_queue):
+    script, qout = fake_queue
+    home = make_home(tmp_path)
+    out, _, code = run_child(home, SESSION, QMAILQUEUE=str(script), OUT=str(qout))
+    assert code == 0 and b"\r\n250 ok " in out
+    assert (qout / "envelope").read_bytes() == b"Fa@b.test\0Tu@example.com\0\0"
+    assert (qout / "message").read_bytes().endswith(b"Subject: t\n\nhello\n")
+    assert spooled(home) == []
+
+
+def test_qmail_home_bin_qmail_queue_is_used(tmp_path, fake_queue):
+    script, qout = fake_queue
+    home = make_home(tmp_path)
+    (home / "bin").mkdir()
+    os.symlink(script, home / "bin" / "qmail-queue")
+    out, _, code = run_child(home, SESSION, OUT=str(qout))
+    assert code == 0 and (qout / "envelope").read_bytes() == b"Fa@b.test\0Tu@example.com\0\0"
+
+
+def ignore_sigchld():
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+
+
+def test_sigchld_ignored_by_parent_still_reports_queue_failure(tmp_path, fake_queue):
+    script, qout = fake_queue
+    home = make_home(tmp_path)
+    out, _, _ = run_child(home, SESSION, preexec_fn=ignore_sigchld, QMAILQUEUE=str(script),
+                          OUT=str(qout), FAKE_EXIT="71")
+    assert b"\r\n451 mail server temporarily rejected message (#4.3.0)\r\n" in out
+    out, _, _ = run_child(home, SESSION, preexec_fn=ignore_sigchld, QMAILQUEUE=str(script),
+                          OUT=str(qout), FAKE_EXIT="0")
+    assert b"\r\n250 ok " in out
+
+
+def test_relayclient_from_the_environment(tmp_path):
+    home = make_home(tmp_path)
+    out, _, _ = run_child(home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@other.test>",
+                                      b"RCPT TO:<x%y@other.test>", b"QUIT"), RELAYCLIENT="")
+    assert replies.OK * 3 in out
+
+
+def test_many_pipelined_messages_in_one_write(tmp_path):
+    home = make_home(tmp_path)
+    one = lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>", b"DATA", b"x", b".")
+    out, _, code = run_child(home, one * 300 + lines(b"QUIT"))
+    assert code == 0 and out.count(b"\r\n250 ok ") == 300
+    assert len(spooled(home)) == 300

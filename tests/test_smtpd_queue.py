@@ -1,0 +1,174 @@
+"""The built-in spool (durable, atomic) and the qmail-queue program interface."""
+
+import os
+import signal
+import stat
+
+import pytest
+
+from smtpd_child import replies, spoolfile
+from smtpd_child.queue import QueueProgram, Spool
+
+NOW = 1795543254
+FAKE_QUEUE = """#!/bin/sh
+# Stand-in for qmail-queue: keep fd 0 (message) and fd 1 (envelope).
+cat > "$OUT/message"
+cat <&1 > "$OUT/envelope"
+[ -n "$CRASH" ] && kill -9 $$
+exit ${FAKE_EXIT:-0}
+"""
+
+
+@pytest.fixture
+def spool(tmp_path):
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    return Spool(str(directory), lambda: NOW)
+
+
+def listing(spool, sub):
+    path = os.path.join(spool.directory, sub)
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def test_spool_commit_keeps_envelope_with_message(spool):
+    assert spool.open(b"a@b.test", [b"u@example.org", b""])
+    spool.write(b"Received: x\n")
+    spool.write(b"body\n")
+    assert listing(spool, "new") == []            # nothing visible before commit
+    reply = spool.commit()
+    assert reply == replies.accepted(NOW, os.getpid())
+    names = listing(spool, "new")
+    assert len(names) == 1 and listing(spool, "tmp") == []
+    data = open(os.path.join(spool.directory, "new", names[0]), "rb").read()
+    assert data == spoolfile.MAGIC + b"Fa@b.test\0Tu@example.org\0T\0\0Received: x\nbody\n"
+    assert spoolfile.parse(data) == (b"a@b.test", [b"u@example.org", b""],
+                                     b"Received: x\nbody\n")
+    assert stat.S_IMODE(os.stat(os.path.join(spool.directory, "new", names[0])).st_mode) == 0o600
+
+
+def test_spool_abort_leaves_nothing(spool):
+    assert spool.open(b"", [b"u@example.org"])
+    spool.write(b"partial")
+    spool.abort()
+    assert listing(spool, "new") == [] and listing(spool, "tmp") == []
+
+
+def test_spool_fsyncs_file_then_renames_then_fsyncs_directory(spool, monkeypatch):
+    events = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def rename(src, dst):
+        events.append(("rename", str(dst)))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    spool.open(b"a@b.test", [b"u@example.org"])
+    spool.write(b"x\n")
+    assert spool.commit().startswith(b"250 ")
+    new_dir = os.path.join(spool.directory, "new")
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync", "rename", "fsync"]
+    assert "/tmp/" in events[0][1] and events[1][1].startswith(new_dir)
+    assert events[2][1] == new_dir
+
+
+def test_spool_failure_is_temporary_and_leaves_nothing(spool, monkeypatch):
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+    spool.open(b"a@b.test", [b"u@example.org"])
+    spool.write(b"x\n")
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    assert spool.commit() == b"451 qq write error or disk full (#4.3.0)\r\n"
+    assert listing(spool, "new") == [] and listing(spool, "tmp") == []
+
+
+def test_spool_directory_missing_refuses_open(tmp_path):
+    assert not Spool(str(tmp_path / "absent"), lambda: NOW).open(b"", [b"u@example.org"])
+
+
+def test_spool_names_are_unique(spool):
+    for _ in range(20):
+        spool.open(b"a@b.test", [b"u@example.org"])
+        spool.commit()
+    assert len(listing(spool, "new")) == 20
+
+
+@pytest.fixture
+def fake_queue(tmp_path):
+    script = tmp_path / "qmail-queue"
+    script.write_text(FAKE_QUEUE)
+    script.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def make(**env):
+        environment = {"PATH": "/usr/bin:/bin", "OUT": str(out), **env}
+        return QueueProgram(str(script), lambda: NOW, environment)
+    return make, out
+
+
+def run_program(queue):
+    assert queue.open(b"a@b.test", [b"u@example.org", b"v@example.org"])
+    queue.write(b"Received: x\n")
+    queue.write(b"body\n" * 20000)     # more than a pipe buffer
+    return queue.commit()
+
+
+def test_program_success(fake_queue):
+    make, out = fake_queue
+    queue = make()
+    reply = run_program(queue)
+    assert reply == replies.accepted(NOW, queue.last_pid)
+    assert (out / "message").read_bytes() == b"Received: x\n" + b"body\n" * 20000
+    assert (out / "envelope").read_bytes() == b"Fa@b.test\0Tu@example.org\0Tv@example.org\0\0"
+
+
+@pytest.mark.parametrize("code,reply", [
+    (11, b"554 envelope address too long for qq (#5.1.3)\r\n"),
+    (31, b"554 mail server permanently rejected message (#5.3.0)\r\n"),
+    (20, b"554 qq permanent problem (#5.3.0)\r\n"),
+    (53, b"451 qq write error or disk full (#4.3.0)\r\n"),
+    (71, b"451 mail server temporarily rejected message (#4.3.0)\r\n"),
+    (81, b"451 qq internal bug (#4.3.0)\r\n"),
+    (1, b"451 qq temporary problem (#4.3.0)\r\n"),
+    (100, b"451 qq temporary problem (#4.3.0)\r\n"),
+])
+def test_program_exit_codes(fake_queue, code, reply):
+    make, _ = fake_queue
+    assert run_program(make(FAKE_EXIT=str(code))) == reply
+
+
+def test_program_crash(fake_queue):
+    make, _ = fake_queue
+    assert run_program(make(CRASH="1")) == b"451 qq crashed (#4.3.0)\r\n"
+
+
+def test_program_missing(tmp_path):
+    queue = QueueProgram(str(tmp_path / "nope"), lambda: NOW, {})
+    assert run_program(queue) == b"451 unable to exec qq (#4.3.0)\r\n"
+
+
+def test_program_abort_sends_no_envelope(fake_queue):
+    make, out = fake_queue
+    queue = make()
+    queue.open(b"a@b.test", [b"u@example.org"])
+    queue.write(b"partial")
+    queue.abort()
+    assert (out / "message").read_bytes() == b"partial"
+    assert (out / "envelope").read_bytes() == b""    # real qmail-queue queues nothing
+
+
+def test_sigchld_ignored_is_never_success(fake_queue):
+    make, _ = fake_queue
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        reply = run_program(make())
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert reply == b"451 qq waitpid surprise (#4.3.0)\r\n"
