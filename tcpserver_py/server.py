@@ -20,6 +20,7 @@ from typing import NoReturn
 from . import logfmt
 from .child import Accepted, run_child
 from .children import ChildTable
+from .direct import try_spawn, usable
 from .errstr import error_str
 from .options import Options, QUIET, VERBOSE
 
@@ -51,6 +52,8 @@ def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes]) 
     quiet = opts.verbosity == QUIET
     limit = opts.limit
     table = ChildTable()
+    quick = usable(opts)
+    family = listener.family
 
     def write(line: bytes) -> None:
         try:
@@ -95,7 +98,7 @@ def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes]) 
             except OSError:
                 break                                # EAGAIN or a transient error
             _spawn(conn_fd, addr, table, opts, base_env, close_in_child,
-                   verbose, quiet, write)
+                   verbose, quiet, write, family if quick else 0)
             if _Signals.terminated:
                 os._exit(0)
 
@@ -116,7 +119,7 @@ def _reap(table: ChildTable, verbose: bool, limit: int, write) -> None:
 
 def _spawn(conn_fd: int, addr, table: ChildTable, opts: Options,
            base_env: dict[bytes, bytes], close_in_child: tuple[int, ...],
-           verbose: bool, quiet: bool, write) -> None:
+           verbose: bool, quiet: bool, write, quick_family: int) -> None:
     ip = addr[0]
     if ip.startswith("::ffff:") and "." in ip:
         ip = ip[7:]                       # IPv4 client of a dual-stack socket
@@ -127,6 +130,12 @@ def _spawn(conn_fd: int, addr, table: ChildTable, opts: Options,
     count = table.count_for(ip) + 1
     if verbose:
         write(logfmt.status(PROG, len(table) + 1, opts.limit))
+    if quick_family:
+        pid = try_spawn(conn_fd, quick_family, ip, addr[1], count, opts, base_env, PROG)
+        if pid is not None:
+            table.add(pid, ip)
+            os.close(conn_fd)
+            return
     try:
         pid = os.fork()
     except OSError as exc:

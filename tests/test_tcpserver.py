@@ -61,12 +61,26 @@ def strip_ports(env):
     return {k: v for k, v in env.items() if k not in ("TCPLOCALPORT", "TCPREMOTEPORT")}
 
 
-def test_child_environment_matches_c_tcpserver(pair, tmp_path):
+# Without a banner and with -HRl0 our server starts the program from the
+# parent (posix_spawn); a banner makes it fork a child first.  Both paths
+# must look the same from outside.
+BANNER_PATHS = pytest.mark.parametrize("banner", [[], ["-B", "#\n"]], ids=["spawn", "fork"])
+
+
+def without_banner(output: bytes, banner) -> bytes:
+    if banner:
+        assert output.startswith(b"#\n")
+        return output[2:]
+    return output
+
+
+@BANNER_PATHS
+def test_child_environment_matches_c_tcpserver(pair, tmp_path, banner):
     cdb = write_rules_c(tmp_path, RULES)
-    both = pair(["-v", "-1", "-HRl0", "-x", cdb, "127.0.0.1", "0", "/usr/bin/env"])
+    both = pair(["-v", "-1", "-HRl0", *banner, "-x", cdb, "127.0.0.1", "0", "/usr/bin/env"])
     seen = {}
     for name, server in both.items():
-        seen[name] = {src: parse_env(server.talk(source=src))
+        seen[name] = {src: parse_env(without_banner(server.talk(source=src), banner))
                       for src in ("127.0.0.1", "127.0.0.2", "127.0.0.4")}
     for src in ("127.0.0.1", "127.0.0.2", "127.0.0.4"):
         assert strip_ports(seen["ours"][src]) == strip_ports(seen["c"][src]), src
@@ -81,13 +95,14 @@ def test_child_environment_matches_c_tcpserver(pair, tmp_path):
     assert "LC_CTYPE" not in one   # nothing added by the interpreter
 
 
-def test_log_lines_match_c_tcpserver(pair, tmp_path):
+@pytest.mark.parametrize("banner", [b"", b"hello\r\n"], ids=["spawn", "fork"])
+def test_log_lines_match_c_tcpserver(pair, tmp_path, banner):
     cdb = write_rules_c(tmp_path, RULES)
-    both = pair(["-v", "-1", "-HR", "-l", "a:b%c d", "-B", "hello\r\n", "-x", cdb,
+    both = pair(["-v", "-1", "-HR", "-l", "a:b%c d", "-B", banner.decode(), "-x", cdb,
                  "127.0.0.1", "0", "/bin/echo", "served"])
     for server in both.values():
-        assert server.talk(source="127.0.0.1") == b"hello\r\nserved\n"
-        assert server.talk(source="127.0.0.3") == b"hello\r\n"      # deny: banner only
+        assert server.talk(source="127.0.0.1") == banner + b"served\n"
+        assert server.talk(source="127.0.0.3") == banner      # deny: banner only
         server.wait_log(r"^tcpserver: status: 0/40$", count=3)
     ours, c = normalise_log(both["ours"].log()), normalise_log(both["c"].log())
     assert ours == c
@@ -95,17 +110,17 @@ def test_log_lines_match_c_tcpserver(pair, tmp_path):
     assert "tcpserver: end PID status 25600" in ours
 
 
-@pytest.mark.parametrize("extra", [[], ["-X"]])
+@pytest.mark.parametrize("extra", [[], ["-X"], ["-v", "-p"]])
 def test_missing_rules_file(pair, tmp_path, extra):
     missing = str(tmp_path / "nope.cdb")
     both = pair(["-v", "-1", "-HRl0", *extra, "-x", missing, "127.0.0.1", "0",
                  "/bin/echo", "in"])
     for server in both.values():
-        expected = b"in\n" if extra else b""
+        expected = b"in\n" if "-X" in extra else b""
         assert server.talk() == expected
         server.wait_log(r"^tcpserver: end \d+", count=1)
     assert normalise_log(both["ours"].log()) == normalise_log(both["c"].log())
-    if not extra:
+    if "-X" not in extra:
         assert (f"tcpserver: warning: dropping connection, unable to read {missing}: "
                 "file does not exist") in both["ours"].log()
         assert "status 28416" in both["ours"].log()
@@ -133,10 +148,11 @@ def test_unreadable_rules_directory_is_dropped(pair, tmp_path):
     assert ours.wait_log(r"dropping connection, unable to read .*: (is a directory|protocol error)")
 
 
-def test_exec_failure(pair, tmp_path):
-    both = pair(["-v", "-1", "-HRl0", "-B", "hi\n", "127.0.0.1", "0", "/nonexistent/prog"])
+@BANNER_PATHS
+def test_exec_failure(pair, tmp_path, banner):
+    both = pair(["-v", "-1", "-HRl0", *banner, "127.0.0.1", "0", "/nonexistent/prog"])
     for server in both.values():
-        assert server.talk() == b"hi\n"
+        assert server.talk() == (b"#\n" if banner else b"")
         server.wait_log(r"^tcpserver: status: 0/40$", count=2)
     log = both["ours"].log()
     assert ("tcpserver: warning: dropping connection, unable to run /nonexistent/prog: "

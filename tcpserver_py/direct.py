@@ -1,0 +1,92 @@
+"""The quick path: serve a connection from the parent with posix_spawn.
+
+Forking a Python process is costly: the child copies every page the
+interpreter touches before exec.  When a connection needs no lookups that
+could block (-H, -R, -l name: no DNS, no ident) and no banner, everything the
+child would do before exec takes microseconds, so the parent does it
+itself -- local address, rules (the cdb still opened afresh), environment --
+and starts the program with posix_spawn (vfork + exec, no page copying).
+
+Anything unusual -- a deny, a rules file that cannot be read, a client over
+its per-IP limit, a program that cannot be run -- returns None, and the
+caller forks the ordinary child, which does the whole sequence again and
+produces exactly the original's log lines and exit statuses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+from . import logfmt
+from .options import Options, VERBOSE
+from .rulesfile import RulesReadError, find_rule
+from .ucspi import Connection, child_environment, per_ip_limit
+
+RESET_SIGNALS = (signal.SIGPIPE, signal.SIGCHLD, signal.SIGTERM)
+
+
+def usable(opts: Options) -> bool:
+    """Can connections be served without a forked child?"""
+    return (not opts.remote_host_lookup and not opts.ident
+            and opts.local_name is not None and not opts.banner)
+
+
+def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: int,
+              opts: Options, base_env: dict[bytes, bytes], prog: str) -> int | None:
+    """Start the program for this connection; return its pid, or None to
+    have the caller fork the ordinary child instead."""
+    sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+    try:
+        if opts.kill_ip_options and "." in remote_ip:
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+            except OSError:
+                pass
+        if opts.nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        local = sock.getsockname()
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+    if ":" in remote_ip and len(local) == 4 and local[3]:
+        return None   # scoped IPv6 (TCP6INTERFACE): leave it to the child
+    local_ip = local[0]
+    if local_ip.startswith("::ffff:") and "." in local_ip:
+        local_ip = local_ip[7:]
+    rule = None
+    if opts.rules is not None:
+        try:
+            found = find_rule(opts.rules, remote_ip)
+        except RulesReadError:
+            return None
+        if found is not None:
+            rule = found[1]
+            if rule.deny:
+                return None
+    limit = per_ip_limit(opts.per_ip_limit, rule)
+    if limit and ip_count > limit:
+        return None
+    conn = Connection(local_ip=local_ip, local_port=local[1], remote_ip=remote_ip,
+                      remote_port=remote_port, local_host=opts.local_name,
+                      ipv6=":" in remote_ip)
+    env = child_environment(base_env, conn, rule)
+    program = opts.program[0]
+    try:
+        spawn = os.posix_spawn if "/" in program else os.posix_spawnp
+        pid = spawn(program, opts.program, env,
+                    file_actions=((os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, fd, 1)),
+                    setsigdef=RESET_SIGNALS, setsigmask=())
+    except OSError:
+        return None
+    if opts.verbosity == VERBOSE:
+        line = logfmt.pid_from(prog, pid, remote_ip) + logfmt.decision(
+            prog, True, pid, opts.local_name, local_ip, local[1], None, remote_ip, None,
+            remote_port)
+        try:
+            os.write(2, line)
+        except OSError:
+            pass
+    return pid
