@@ -1,0 +1,70 @@
+"""smtpd-child under the real C tcpserver, with RELAYCLIENT granted by a tcprules cdb.
+
+The rules (compiled by the C tcprules) give RELAYCLIENT="" to 127.0.0.2 only;
+clients connect from 127.0.0.1 or 127.0.0.2 by binding their source address.
+"""
+
+import pytest
+
+from smtpd_servers import Client, c_tcpserver, make_home
+
+RULES = '127.0.0.2:allow,RELAYCLIENT=""\n:allow\n'
+NOGATEWAY = b"553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)\r\n"
+
+
+def session(port, source, recipient):
+    client = Client(port, source)
+    try:
+        greeting = client.reply()
+        assert client.command(b"HELO client.test") == b"250 mail.example.com\r\n"
+        assert client.command(b"MAIL FROM:<a@client.test>") == b"250 ok\r\n"
+        rcpt = client.command(b"RCPT TO:<" + recipient + b">")
+        data = None
+        if rcpt == b"250 ok\r\n":
+            assert client.command(b"DATA") == b"354 go ahead\r\n"
+            data = client.command(b"Subject: interop\r\n\r\nhi\r\n.")
+        assert client.command(b"QUIT") == b"221 mail.example.com\r\n"
+        return greeting, rcpt, data
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(60)
+def test_relayclient_only_for_the_listed_address(tmp_path):
+    home = make_home(tmp_path)
+    with c_tcpserver(tmp_path, home, RULES) as port:
+        greeting, rcpt, _ = session(port, "127.0.0.1", b"relaytest@other.test")
+        assert greeting == b"220 mail.example.com ESMTP\r\n"
+        assert rcpt == NOGATEWAY
+        _, rcpt, data = session(port, "127.0.0.2", b"relaytest@other.test")
+        assert rcpt == b"250 ok\r\n" and data.startswith(b"250 ok ")
+        _, rcpt, data = session(port, "127.0.0.1", b"user@example.com")
+        assert rcpt == b"250 ok\r\n" and data.startswith(b"250 ok ")
+    messages = sorted((home / "spool" / "new").iterdir())
+    assert len(messages) == 2
+    texts = [m.read_bytes() for m in messages]
+    relayed = [t for t in texts if b"Trelaytest@other.test\0" in t]
+    local = [t for t in texts if b"Tuser@example.com\0" in t]
+    assert len(relayed) == 1 and len(local) == 1
+    # The environment set by tcpserver reaches the Received line.
+    assert b"Received: from unknown (HELO client.test) (127.0.0.2)\n  by 0 with SMTP; " in relayed[0]
+    assert b"(127.0.0.1)\n  by 0 with SMTP; " in local[0]
+
+
+@pytest.mark.timeout(60)
+def test_pipelined_session_over_tcp(tmp_path):
+    home = make_home(tmp_path)
+    with c_tcpserver(tmp_path, home, RULES) as port:
+        client = Client(port)
+        try:
+            client.reply()
+            client.sock.sendall(b"EHLO x\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.com>\r\n"
+                                b"RCPT TO:<u@other.test>\r\nDATA\r\n")
+            assert client.reply().endswith(b"250 SIZE 0\r\n")
+            assert [client.reply() for _ in range(4)] == [
+                b"250 ok\r\n", b"250 ok\r\n", NOGATEWAY, b"354 go ahead\r\n"]
+            client.sock.sendall(b"x\r\n.\r\nQUIT\r\n")
+            assert client.reply().startswith(b"250 ok ")
+            assert client.reply() == b"221 mail.example.com\r\n"
+        finally:
+            client.close()
