@@ -26,9 +26,10 @@ def compile_rules(tmp_path, text: str) -> str:
 
 
 @contextlib.contextmanager
-def c_tcpserver(tmp_path, home, rules: str, extra_env=None):
-    """The C tcpserver on 127.0.0.1, a free port, running smtpd-child; yields the port."""
-    tcpserver = peer_program("/usr/bin/tcpserver")
+def c_tcpserver(tmp_path, home, rules: str, extra_env=None, tcpserver=None):
+    """The C tcpserver (or the one given) on 127.0.0.1, a free port, running
+    smtpd-child; yields the port."""
+    tcpserver = tcpserver or peer_program("/usr/bin/tcpserver")
     env = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(home), **(extra_env or {})}
     proc = subprocess.Popen(
         [tcpserver, "-1", "-HRl0", "-c", "50", "-b", "50", "-x", compile_rules(tmp_path, rules),
