@@ -1,0 +1,63 @@
+"""The child's environment edits (pure)."""
+
+from tcpserver_py.rulekeys import RuleValue
+from tcpserver_py.ucspi import (Connection, apply_edits, child_environment, connection_env,
+                                per_ip_limit)
+
+V4 = Connection(local_ip="127.0.0.1", local_port=25, remote_ip="10.1.2.3", remote_port=4000,
+                local_host=b"0")
+
+
+def test_vanilla_variables_in_order():
+    assert connection_env(V4) == [
+        (b"PROTO", b"TCP"), (b"TCPLOCALIP", b"127.0.0.1"), (b"TCPLOCALPORT", b"25"),
+        (b"TCPLOCALHOST", b"0"), (b"TCPREMOTEIP", b"10.1.2.3"), (b"TCPREMOTEPORT", b"4000"),
+        (b"TCPREMOTEHOST", None), (b"TCPREMOTEINFO", None)]
+
+
+def test_unknown_values_remove_inherited_variables():
+    env = child_environment({b"TCPREMOTEHOST": b"spoof", b"TCPREMOTEINFO": b"x",
+                             b"PATH": b"/bin"}, V4, None)
+    assert b"TCPREMOTEHOST" not in env and b"TCPREMOTEINFO" not in env
+    assert env[b"PATH"] == b"/bin"
+
+
+def test_empty_ident_answer_is_set_not_removed():
+    conn = Connection("127.0.0.1", 25, "10.1.2.3", 4000, remote_info=b"")
+    assert child_environment({}, conn, None)[b"TCPREMOTEINFO"] == b""
+
+
+def test_rule_variables_come_last_and_the_last_wins():
+    rule = RuleValue(env=((b"A", b"1"), (b"A", b"2"), (b"TCPLOCALHOST", b"mx.example"),
+                          (b"RELAYCLIENT", b"")))
+    env = child_environment({b"A": b"0"}, V4, rule)
+    assert env[b"A"] == b"2" and env[b"TCPLOCALHOST"] == b"mx.example"
+    assert env[b"RELAYCLIENT"] == b""
+    assert list(env)[-1] == b"RELAYCLIENT"
+
+
+def test_ipv6_client_gets_tcp6_copies():
+    conn = Connection("::1", 25, "2001:db8::5", 4000, local_host=b"h", remote_info=None,
+                      ipv6=True, interface=b"eth0")
+    env = child_environment({b"TCP6REMOTEINFO": b"old"}, conn, None)
+    assert env[b"PROTO"] == b"TCP6"
+    assert env[b"TCPREMOTEIP"] == env[b"TCP6REMOTEIP"] == b"2001:db8::5"
+    assert env[b"TCP6LOCALPORT"] == b"25" and env[b"TCP6LOCALHOST"] == b"h"
+    assert env[b"TCP6INTERFACE"] == b"eth0"
+    assert b"TCP6REMOTEINFO" not in env and b"TCP6REMOTEHOST" not in env
+
+
+def test_ipv4_client_has_no_tcp6_variables():
+    assert not [n for n, _ in connection_env(V4) if n.startswith(b"TCP6")]
+
+
+def test_apply_edits_removes_and_appends():
+    env = apply_edits({b"A": b"1", b"B": b"2"}, [(b"A", None), (b"C", b"3"), (b"B", b"4")])
+    assert list(env.items()) == [(b"C", b"3"), (b"B", b"4")]
+
+
+def test_per_ip_limit_from_rule():
+    assert per_ip_limit(5, None) == 5
+    assert per_ip_limit(5, RuleValue(env=((b"MAXCONIP", b"2"), (b"MAXCONIP", b"9x")))) == 9
+    assert per_ip_limit(5, RuleValue(env=((b"MAXCONIP", b"none"),))) == 0
+    assert per_ip_limit(0, RuleValue(env=((b"OTHER", b"3"),))) == 0
