@@ -151,3 +151,61 @@ def parse_args(argv: list[str], env: Mapping[str, str] | None = None) -> Options
         raise UsageError([USAGE], values.get("verbosity") == QUIET)
     return Options(host=rest[0], port=rest[1], program=tuple(rest[2:]), **values)
 
+
+
+@dataclass(frozen=True)
+class TcpEnvOptions:
+    """`tcp-env [-rR] [-hH] [-l localname] [-t timeout] [-x rules.cdb [-X]] program`.
+
+    qmail's tcp-env knows -r, -R and -t (default 30 s) and ignores unknown
+    options; -x/-X (rules, as tcpserver applies them), -H (no remote name
+    lookup) and -l (local name, no local lookup) are ours."""
+    program: tuple[str, ...] = ()
+    ident: bool = True
+    ident_timeout: int = 30
+    rules: str | None = None
+    rules_missing_ok: bool = False
+    remote_host_lookup: bool = True
+    local_name: bytes | None = None
+
+
+def parse_tcpenv_args(argv: list[str]) -> TcpEnvOptions | None:
+    """Parse tcp-env's argv (without its name); None when no program is given."""
+    values: dict = {}
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--":
+            index += 1
+            break
+        if not word.startswith("-") or word == "-":
+            break
+        index += 1
+        pos = 1
+        while pos < len(word):
+            opt = word[pos]
+            pos += 1
+            if opt in "txl":
+                if pos < len(word):
+                    arg = word[pos:]
+                elif index < len(argv):
+                    arg = argv[index]
+                    index += 1
+                else:
+                    return None
+                if opt == "t":
+                    values["ident_timeout"] = scan_number(arg)
+                elif opt == "x":
+                    values["rules"] = arg
+                else:
+                    values["local_name"] = as_bytes(arg)
+                break
+            flags = {"r": ("ident", True), "R": ("ident", False),
+                     "X": ("rules_missing_ok", True), "h": ("remote_host_lookup", True),
+                     "H": ("remote_host_lookup", False)}
+            if opt in flags:        # anything else is ignored, as qmail's does
+                name, value = flags[opt]
+                values[name] = value
+    if index >= len(argv):
+        return None
+    return TcpEnvOptions(program=tuple(argv[index:]), **values)

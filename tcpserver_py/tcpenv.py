@@ -1,0 +1,100 @@
+"""tcp-env: the UCSPI environment for a program started by inetd/xinetd (edge).
+
+`tcp-env [-rR] [-hH] [-l localname] [-t timeout] [-x rules.cdb [-X]] program [arg ...]`
+
+The connection is on fd 0.  Sets PROTO, TCPLOCAL*, TCPREMOTE* (and TCP6*
+for IPv6 clients) exactly as tcpserver does, then, with -x, applies a rules
+cdb the way tcpserver does: a deny rule exits 100, an unreadable rules file
+exits 111 (a missing one is allowed with -X).  If PROTO is already TCP or
+TCP6 (running under tcpserver) the program is run unchanged.  Like qmail's,
+it prints nothing: under inetd, stderr is often the client's socket.  Any
+failure exits 111.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+
+from .child import exec_program
+from .environ import inherited_environment
+from .exitcodes import PERMANENT, TEMPORARY
+from .lookup import SoftDnsError, ident, reverse_name
+from .options import parse_tcpenv_args
+from .rulesfile import RulesReadError, find_rule
+from .ucspi import Connection, child_environment
+
+SOFT_DNS_ERROR = b"softdnserror"
+
+
+def _canonical(ip: str) -> str:
+    ip = ip.split("%", 1)[0]
+    if ip.startswith("::ffff:") and "." in ip:
+        return ip[7:]
+    return ip
+
+
+def _name(ip: str) -> bytes | None:
+    try:
+        return reverse_name(ip)
+    except SoftDnsError:
+        return SOFT_DNS_ERROR
+
+
+def main() -> None:
+    opts = parse_tcpenv_args(sys.argv[1:])
+    if opts is None:
+        sys.exit(TEMPORARY)
+    base = inherited_environment(os.environb)
+    path = base.get(b"PATH", b"/bin:/usr/bin")
+    if base.get(b"PROTO") in (b"TCP", b"TCP6"):
+        exec_program(opts.program, base, path)
+        sys.exit(TEMPORARY)
+    try:
+        sock = socket.socket(fileno=0)
+        local, remote = sock.getsockname(), sock.getpeername()
+        family = sock.family
+        sock.detach()
+    except OSError:
+        sys.exit(TEMPORARY)
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        sys.exit(TEMPORARY)
+    local_ip, remote_ip = _canonical(local[0]), _canonical(remote[0])
+    ipv6 = ":" in remote_ip
+    local_host = opts.local_name if opts.local_name is not None else _name(local_ip)
+    remote_host = _name(remote_ip) if opts.remote_host_lookup else None
+    remote_info = None
+    if opts.ident:
+        remote_info = ident(local_ip, local[1], remote_ip, remote[1],
+                            socket.AF_INET6 if ipv6 else socket.AF_INET, opts.ident_timeout)
+    rule = None
+    if opts.rules is not None:
+        lookup_host = None if remote_host == SOFT_DNS_ERROR else remote_host
+        try:
+            found = find_rule(opts.rules, remote_ip, lookup_host, remote_info)
+        except RulesReadError as exc:
+            if not (exc.errno == errno.ENOENT and opts.rules_missing_ok):
+                sys.exit(TEMPORARY)
+            found = None
+        if found is not None:
+            rule = found[1]
+            if rule.deny:
+                sys.exit(PERMANENT)
+    scope = remote[3] if ipv6 and len(remote) == 4 else 0
+    interface = None
+    if scope:
+        try:
+            interface = socket.if_indextoname(scope).encode()
+        except OSError:
+            interface = None
+    conn = Connection(local_ip=local_ip, local_port=local[1], remote_ip=remote_ip,
+                      remote_port=remote[1], local_host=local_host, remote_host=remote_host,
+                      remote_info=remote_info, ipv6=ipv6, interface=interface)
+    exec_program(opts.program, child_environment(base, conn, rule), path)
+    sys.exit(TEMPORARY)
+
+
+if __name__ == "__main__":
+    main()
