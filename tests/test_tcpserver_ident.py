@@ -1,0 +1,125 @@
+"""Ident (-r) side by side with the C tcpserver, against a fake identd on
+127.0.0.x:113 (needs root for port 113; skipped otherwise)."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import our_program, peer_program
+from tcpserver_harness import Server, normalise_log, parse_env, write_rules_c
+
+ANSWERS = {
+    "127.0.0.1": b" : USERID : UNIX : joe\r\n",
+    "127.0.0.2": b" : ERROR : NO-USER\r\n",          # two colons: empty value, still set
+    "127.0.0.3": b" : USERID : UNIX :  j o:e\tx\r\n",
+    "127.0.0.5": None,                               # never answers
+}
+RULES = ('joe@127.0.0.1:allow,WHO="joe"\n'
+         '@127.0.0.2:allow,WHO="empty"\n'
+         ':allow,WHO="default"\n')
+
+
+class FakeIdentd:
+    def __init__(self):
+        self.requests = []
+        self.listeners = []
+        for ip in ANSWERS:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((ip, 113))
+            except OSError as exc:
+                sock.close()
+                self.close()
+                pytest.skip(f"cannot bind {ip}:113: {exc}")
+            sock.listen(16)
+            self.listeners.append(sock)
+            threading.Thread(target=self.serve, args=(sock, ANSWERS[ip]), daemon=True).start()
+
+    def serve(self, sock, answer):
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    line = conn.recv(100)
+                    self.requests.append(line)
+                    if answer is None:
+                        time.sleep(3)
+                        continue
+                    conn.sendall(line.strip() + answer)
+                except OSError:
+                    pass
+
+    def close(self):
+        for sock in self.listeners:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)   # wakes the accept() in its thread
+            except OSError:
+                pass
+            sock.close()
+
+
+@pytest.fixture
+def identd():
+    fake = FakeIdentd()
+    yield fake
+    fake.close()
+
+
+def test_ident_matches_c_tcpserver(tmp_path, identd):
+    cdb = write_rules_c(tmp_path, RULES)
+    args = ["-v", "-1", "-H", "-l0", "-r", "-t", "5", "-x", cdb, "127.0.0.1", "0", "/usr/bin/env"]
+    envs = {}
+    logs = {}
+    for name, exe in (("c", peer_program("/usr/bin/tcpserver")), ("ours", our_program("tcpserver"))):
+        server = Server(exe, args, tmp_path / f"{name}.log", env={"PATH": "/usr/bin:/bin"})
+        try:
+            envs[name] = {src: parse_env(server.talk(source=src))
+                          for src in ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")}
+            server.wait_log(r"^tcpserver: end ", count=4)
+            logs[name] = normalise_log(server.log())
+        finally:
+            server.stop()
+    for src in envs["c"]:
+        strip = lambda e: {k: v for k, v in e.items() if not k.endswith("PORT")}
+        assert strip(envs["ours"][src]) == strip(envs["c"][src]), src
+    ours = envs["ours"]
+    assert ours["127.0.0.1"]["TCPREMOTEINFO"] == "joe" and ours["127.0.0.1"]["WHO"] == "joe"
+    assert ours["127.0.0.2"]["TCPREMOTEINFO"] == "" and ours["127.0.0.2"]["WHO"] == "empty"
+    assert ours["127.0.0.3"]["TCPREMOTEINFO"] == "jo:ex"
+    assert "TCPREMOTEINFO" not in ours["127.0.0.4"]          # refused
+    assert logs["ours"] == logs["c"]
+    assert "tcpserver: ok PID 0:127.0.0.1:PORT :127.0.0.3:jo?ex:PORT" in logs["ours"]
+    # the request is "CLIENTPORT , SERVERPORT\r\n"
+    assert all(req.endswith(b"\r\n") and b" , " in req for req in identd.requests)
+
+
+def test_ident_deadline(tmp_path, identd):
+    server = Server(our_program("tcpserver"),
+                    ["-1", "-H", "-l0", "-t", "1", "127.0.0.1", "0", "/usr/bin/env"],
+                    tmp_path / "s.log", env={"PATH": "/usr/bin:/bin"})
+    try:
+        result = {}
+
+        def slow_client():
+            started = time.monotonic()
+            result["env"] = parse_env(server.talk(source="127.0.0.5"))
+            result["took"] = time.monotonic() - started
+
+        thread = threading.Thread(target=slow_client)
+        thread.start()
+        time.sleep(0.1)
+        started = time.monotonic()   # meanwhile another client is served at once
+        assert parse_env(server.talk(source="127.0.0.1"))["TCPREMOTEINFO"] == "joe"
+        assert time.monotonic() - started < 0.8
+        thread.join(timeout=10)
+        assert "TCPREMOTEINFO" not in result["env"] and result["env"]["PROTO"] == "TCP"
+        assert 0.8 < result["took"] < 2.9, result["took"]
+    finally:
+        server.stop()
