@@ -13,7 +13,8 @@ import sys
 import time
 
 from smtpd_child import config, replies
-from smtpd_child.protocol import ABORT, CLOSE, COMMIT, FLUSH, OPEN, SEND, WRITE, Session
+from smtpd_child.protocol import (ABORT, CLOSE, COMMIT, FLUSH, INTERNAL_ERROR, OPEN, SEND,
+                                  WRITE, Session)
 from smtpd_child.queue import QueueProgram, Spool
 
 READ_SIZE = 65536
@@ -72,13 +73,22 @@ class Driver:
                 data = self.read(deadline)
                 self.perform(self.session.receive(data))
         except Finished as finished:
-            if self.queue_open:
-                self.queue.abort()
+            code = finished.code
+        except Exception as e:       # a bug: one log line and a 421, never a traceback
+            log(f"internal error: {type(e).__name__}: {e}")
+            self.output.add(INTERNAL_ERROR)
+            code = 1
+        if self.queue_open:
+            self.queue_open = False
             try:
-                self.output.flush()
-            except Finished:
+                self.queue.abort()
+            except Exception:
                 pass
-            return finished.code
+        try:
+            self.output.flush()
+        except Finished:
+            pass
+        return code
 
     def read(self, deadline: float) -> bytes:
         while True:

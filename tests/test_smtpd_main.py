@@ -249,3 +249,14 @@ def test_many_pipelined_messages_in_one_write(tmp_path):
     out, _, code = run_child(home, one * 300 + lines(b"QUIT"))
     assert code == 0 and out.count(b"\r\n250 ok ") == 300
     assert len(spooled(home)) == 300
+
+
+def test_missing_spool_is_a_temporary_failure(tmp_path):
+    home = make_home(tmp_path)
+    (home / "spool").rmdir()
+    out, err, code = run_child(home, SESSION)
+    # the message lines then arrive as (unknown) commands, as with qmail
+    assert out.endswith(replies.QQT_FAILURE + replies.UNIMPLEMENTED * 4
+                        + b"221 mail.example.com\r\n")
+    assert replies.GO_AHEAD not in out and code == 0
+    assert b"Traceback" not in err
