@@ -260,3 +260,21 @@ def test_missing_spool_is_a_temporary_failure(tmp_path):
                         + b"221 mail.example.com\r\n")
     assert replies.GO_AHEAD not in out and code == 0
     assert b"Traceback" not in err
+
+
+def test_setup_local_is_idempotent_and_ready_to_serve(tmp_path):
+    import sys
+    home = tmp_path / "var" / "qmail"
+    setup = [sys.executable, "-m", "smtpd_child.setup_local", str(home)]
+    first = subprocess.run(setup, capture_output=True, check=True, text=True).stdout
+    assert "created" in first and f"spool: {home / 'spool'}" in first
+    (home / "control" / "rcpthosts").write_text("example.org\nmine.test\n")   # local edit kept
+    second = subprocess.run(setup, capture_output=True, check=True, text=True).stdout
+    assert "created" not in second
+    assert (home / "control" / "rcpthosts").read_text() == "example.org\nmine.test\n"
+    assert (home / "control" / "me").read_text() == "localhost\n"
+    out, _, code = run_child(home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.org>",
+                                         b"DATA", b"hi", b".", b"QUIT"))
+    assert code == 0 and b"\r\n250 ok " in out and len(spooled(home)) == 1
+    usage = subprocess.run([sys.executable, "-m", "smtpd_child.setup_local"], capture_output=True)
+    assert usage.returncode == 100 and usage.stderr.startswith(b"usage:")

@@ -333,3 +333,101 @@ def test_protocol_never_raises(pieces, open_ok, databytes):
             break
     assert (SEND, INTERNAL_ERROR) not in outputs
     assert session.closed
+
+
+# -- the DATA decoder against a byte-by-byte transcription of qmail's blast() --
+
+def qmail_blast(data: bytes):
+    """qmail-smtpd's blast() state machine, one byte at a time (the reference)."""
+    out = bytearray()
+    state, hops = 1, 0
+    in_header, pos, maybe_x, maybe_y, maybe_z = True, 0, True, True, True
+    for index, ch in enumerate(data):
+        if in_header:
+            if pos < 9:
+                if ch != b"delivered"[pos] and ch != b"DELIVERED"[pos]:
+                    maybe_z = False
+                if maybe_z and pos == 8:
+                    hops += 1
+                if pos < 8 and ch != b"received"[pos] and ch != b"RECEIVED"[pos]:
+                    maybe_x = False
+                if maybe_x and pos == 7:
+                    hops += 1
+                if pos < 2 and ch != b"\r\n"[pos]:
+                    maybe_y = False
+                if maybe_y and pos == 1:
+                    in_header = False
+                pos += 1
+            if ch == 0x0A:
+                pos, maybe_x, maybe_y, maybe_z = 0, True, True, True
+        if state == 0:
+            if ch == 0x0A:
+                return bytes(out), "bare-lf", hops, b""
+            if ch == 0x0D:
+                state = 4
+                continue
+        elif state == 1:
+            if ch == 0x0A:
+                return bytes(out), "bare-lf", hops, b""
+            if ch == 0x2E:
+                state = 2
+                continue
+            if ch == 0x0D:
+                state = 4
+                continue
+            state = 0
+        elif state == 2:
+            if ch == 0x0A:
+                return bytes(out), "bare-lf", hops, b""
+            if ch == 0x0D:
+                state = 3
+                continue
+            state = 0
+        elif state == 3:
+            if ch == 0x0A:
+                return bytes(out), "end", hops, data[index + 1:]
+            out += b".\r"
+            if ch == 0x0D:
+                state = 4
+                continue
+            state = 0
+        elif state == 4:
+            if ch == 0x0A:
+                state = 1
+            elif ch != 0x0D:
+                out += b"\r"
+                state = 0
+        out.append(ch)
+    raise AssertionError("input must contain an end")
+
+
+pieces = st.sampled_from([b"\r", b"\n", b".", b"a", b"\r\n", b".\r\n", b"..", b"received",
+                          b"DELIVERED: x", b"Received", b"\r\n\r\n", b".\r", b"\rx", b"x" * 20])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(pieces, max_size=40), st.lists(st.integers(min_value=1, max_value=30),
+                                                  min_size=1, max_size=20))
+def test_data_decoder_matches_qmail(parts, cuts):
+    import smtpd_child.framing as framing
+    data = b"".join(parts) + b"\r\n.\r\nNEXT"
+    expected = qmail_blast(data)
+    saved = framing.DATA_PIECE
+    framing.DATA_PIECE = 12          # exercise the long-line path with short lines
+    try:
+        decoder = framing.DataDecoder()
+        out, status, rest, position = b"", framing.MORE, b"", 0
+        for cut in cuts * (len(data) // sum(cuts) + 1):
+            chunk = data[position:position + cut]
+            position += cut
+            decoded, status, rest = decoder.feed(chunk)
+            out += decoded
+            if status != framing.MORE or position >= len(data):
+                break
+    finally:
+        framing.DATA_PIECE = saved
+    if expected[1] == "bare-lf":
+        assert status == framing.BARE_LF     # the message is thrown away: output irrelevant
+        return
+    assert status == framing.END
+    assert (out, status, decoder.hops, rest + data[position:]) == expected
