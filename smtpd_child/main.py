@@ -160,7 +160,7 @@ def main() -> None:
         log(warning)
     output.timeout = settings.timeout
     if settings.queue_program:
-        queue = QueueProgram(settings.queue_program, clock, os.environ)
+        queue = QueueProgram(settings.queue_program, clock, os.environ, settings.timeout)
     else:
         queue = Spool(settings.spool_dir, clock)
     flags = _set_nonblocking(1)

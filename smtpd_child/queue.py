@@ -8,6 +8,7 @@ Both backends have the same life cycle, driven by main.py:
 """
 
 import os
+import select
 import signal
 
 from smtpd_child import replies, spoolfile
@@ -22,13 +23,16 @@ class QueueProgram:
     The program inherits our environment and working directory (main.py has
     already changed to the qmail home, as qmail-smtpd does).  Its exit code
     is mapped to qmail's replies; if it cannot be waited for (SIGCHLD
-    ignored) the answer is a 451, never a 250.
+    ignored) the answer is a 451, never a 250.  A program that takes no
+    input, or does not exit, for `timeout` seconds is killed: `451 qq timeout`.
     """
 
-    def __init__(self, path: str, clock, environment):
+    def __init__(self, path: str, clock, environment, timeout: float = 1200):
         self.path = path
         self.clock = clock
         self.environment = environment
+        self.timeout = timeout         # seconds the program may take input or to exit
+        self.timed_out = False
         self.pid = self.last_pid = None
         self.message_fd = self.envelope_fd = None
         self.write_error = False
@@ -36,7 +40,7 @@ class QueueProgram:
         self.envelope = b""
 
     def open(self, sender, recipients) -> bool:
-        self.write_error = self.exec_failed = False
+        self.write_error = self.exec_failed = self.timed_out = False
         self.envelope = envelope_bytes(sender, recipients)
         try:
             message_r, self.message_fd = os.pipe()
@@ -56,17 +60,35 @@ class QueueProgram:
         finally:
             os.close(message_r)
             os.close(envelope_r)
+        os.set_blocking(self.message_fd, False)
+        os.set_blocking(self.envelope_fd, False)
         return True
 
     def write(self, data: bytes) -> None:
-        if self.write_error or self.exec_failed:
+        if self.write_error or self.exec_failed or self.timed_out:
             return
+        self._write_all(self.message_fd, data)
+
+    def _write_all(self, fd, data):
         view = memoryview(data)
         try:
             while view:
-                view = view[os.write(self.message_fd, view[:CHUNK]):]
+                try:
+                    view = view[os.write(fd, view[:CHUNK]):]
+                except BlockingIOError:
+                    if not select.select([], [fd], [], self.timeout)[1]:
+                        self._kill_stuck()
+                        return
         except OSError:
             self.write_error = True     # the program died early; its status tells why
+
+    def _kill_stuck(self):
+        self.timed_out = True
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def abort(self) -> None:
         # Closing both pipes before the envelope's final NUL makes qmail-queue
@@ -80,14 +102,12 @@ class QueueProgram:
             return replies.queue_failure(replies.qq_status(120))
         os.close(self.message_fd)
         self.message_fd = None
-        try:
-            view = memoryview(self.envelope)
-            while view:
-                view = view[os.write(self.envelope_fd, view):]
-        except OSError:
-            self.write_error = True
+        if not self.timed_out:
+            self._write_all(self.envelope_fd, self.envelope)
         self._close_pipes()
         status = self._wait()
+        if self.timed_out:
+            return replies.queue_failure(replies.qq_status(52))
         if status is None:
             return replies.queue_failure(replies.QQ_WAITPID)
         if os.WIFSIGNALED(status):
@@ -109,12 +129,29 @@ class QueueProgram:
                     pass
                 setattr(self, name, None)
 
+    def _exits_in_time(self, pid) -> bool:
+        """Wait up to the timeout for the program to end (pidfd; no SIGCHLD needed)."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            return True      # already reaped (SIGCHLD ignored) or no pidfd: waitpid decides
+        try:
+            return bool(select.select([pidfd], [], [], self.timeout)[0])
+        finally:
+            os.close(pidfd)
+
     def _wait(self):
         """The child's wait status, or None if it could not be waited for."""
         pid, self.pid = self.pid, None
         self.last_pid = pid
         if pid is None:
             return None
+        if not self._exits_in_time(pid):
+            self.timed_out = True
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         while True:
             try:
                 return os.waitpid(pid, 0)[1]

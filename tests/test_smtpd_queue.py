@@ -3,6 +3,7 @@
 import os
 import signal
 import stat
+import time
 
 import pytest
 
@@ -172,3 +173,24 @@ def test_sigchld_ignored_is_never_success(fake_queue):
     finally:
         signal.signal(signal.SIGCHLD, previous)
     assert reply == b"451 qq waitpid surprise (#4.3.0)\r\n"
+
+
+def stuck_queue(tmp_path, body):
+    script = tmp_path / "stuck-queue"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    return QueueProgram(str(script), lambda: NOW, {"PATH": "/usr/bin:/bin"}, timeout=1)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("body", ["exec sleep 30\n",
+                                  "cat >/dev/null; cat <&1 >/dev/null; exec sleep 30\n"],
+                         ids=["reads-nothing", "never-exits"])
+def test_stuck_program_is_killed_after_the_timeout(tmp_path, body):
+    queue = stuck_queue(tmp_path, body)
+    started = time.monotonic()
+    reply = run_program(queue)          # 100 KB: more than a pipe holds
+    assert reply == b"451 qq timeout (#4.3.0)\r\n"
+    assert time.monotonic() - started < 10
+    with pytest.raises(ProcessLookupError):
+        os.kill(queue.last_pid, 0)       # killed and reaped
