@@ -172,8 +172,9 @@ def test_session_deadline_stops_a_trickling_client(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+    # the client never paused for the 5 s read timeout: the deadline ended it
     assert out.endswith(replies.OK + replies.SESSION_DEADLINE)
-    assert 3 <= out.count(replies.OK) <= 7
+    assert out.count(replies.OK) >= 2
 
 
 def test_eof_mid_data_queues_nothing(tmp_path):
