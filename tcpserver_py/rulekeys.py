@@ -133,3 +133,28 @@ def encode_value(deny: bool, env: list[tuple[bytes, bytes]]) -> bytes:
     out = [b"D\0"] if deny else []
     out.extend(b"+" + name + b"=" + value + b"\0" for name, value in env)
     return b"".join(out)
+
+
+def text_candidate_keys(ip: bytes, host: bytes | None = None,
+                        info: bytes | None = None) -> Iterator[bytes]:
+    """Keys in ucspi-tcp 0.88 order for an address taken as plain text, the
+    way the original tcprulescheck treats whatever TCPREMOTEIP holds: every
+    prefix of it that ends in `.`, longest first (the whole text too if it
+    ends in `.`).  For a dotted quad this equals candidate_keys()."""
+    if info is not None:
+        yield info + b"@" + ip
+        if host is not None:
+            yield info + b"@=" + host
+    yield ip
+    if host is not None:
+        yield b"=" + host
+    for end in range(len(ip), 0, -1):
+        if ip[end - 1] == 0x2E:  # "."
+            yield ip[:end]
+    if host is not None:
+        dot = host.find(b".")
+        while dot != -1:
+            yield b"=" + host[dot:]
+            dot = host.find(b".", dot + 1)
+        yield b"="
+    yield b""

@@ -1,0 +1,125 @@
+"""Benchmark: compile N rule lines with our tcprules and Debian's C tcprules.
+
+    python -m bench.bench_tcprules [N]      (default N: $BENCH_TCPRULES_LINES or 1000000)
+
+Both programs compile the same vanilla input (hosts, dotted prefixes, ranges,
+host names, user@ rules, variables, comments: keys mostly distinct, as in a
+real block list), run alternately so that machine noise hits both alike; the
+median wall time of each and their ratio are printed, with our peak RSS.
+Then ours alone compiles an input with IPv4 CIDR and IPv6 lines mixed in.
+The output cdbs of the vanilla runs are compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OURS = str(pathlib.Path(sys.executable).parent / "tcprules")
+THEIRS = "/usr/bin/tcprules"
+ROUNDS = 5
+CIDR_LENGTHS = (24, 22, 23, 28, 26, 24, 25, 20)  # 1 to 128 keys each
+REASONS = [b"-spam source %d, see https://example.org/why" % n for n in range(40)]
+
+
+def vanilla_line(i: int) -> bytes:
+    """Line i of the vanilla corpus; keys are distinct except by design."""
+    a, b, c, d = (i >> 16) & 255, (i >> 8) & 255, i & 255, (i * 7) & 255
+    kind = i % 20
+    if kind < 9:
+        return b"%d.%d.%d.%d:deny\n" % (1 + a % 200, b, c, d)
+    if kind == 9:
+        return b"%d.%d.%d.%d:allow,RELAYCLIENT=\"\"\n" % (201 + a % 20, b, c, d)
+    if kind < 13:
+        return b"%d.%d.%d.:deny,RBLSMTPD=\"%s\"\n" % (a % 200 + 1, b, c, REASONS[i % 40])
+    if kind == 13:
+        return b"%d.%d.:allow,RBLSMTPD=\"\"\n" % ((i // 20) >> 8 & 255, i // 20 & 255)
+    if kind == 14:
+        return b"=host%d.example.com:deny\n" % i
+    if kind == 15:
+        return b"=.domain%d.example:allow,SMTPUSER=\"u%d\"\n" % (i, i % 1000)
+    if kind == 16:
+        return b"joe@%d.%d.%d.%d:allow,SMTPUSER=\"joe\",DATABYTES=\"0\"\n" % (a, b, c, d)
+    if kind == 17 and i % 400 == 17:
+        return b"%d.%d.%d.10-13:allow\n" % (a, b, c)
+    if kind == 18 and i % 200 == 18:
+        return b"# block list section %d\n" % i
+    return b"%d.%d.%d.%d:allow,QMAILQUEUE=\"/var/qmail/bin/q\"\n" % (230 + a % 20, b, c, d)
+
+
+def extension_line(i: int) -> bytes:
+    """Vanilla line, or every tenth line an IPv4 CIDR / IPv6 rule."""
+    if i % 10 == 3:
+        # each CIDR rule gets its own /20 of 200.0.0.0 and up
+        net = (0xC8000000 + (i // 10) * 4096).to_bytes(4, "big")
+        length = CIDR_LENGTHS[i // 10 % len(CIDR_LENGTHS)]
+        return b"%d.%d.%d.%d/%d:deny\n" % (*net, length)
+    if i % 10 == 7:
+        return b"2001:db8:%x:%x::/%d:allow,V6=\"1\"\n" % (i >> 16, i & 0xFFFF, 62 + i % 3)
+    return vanilla_line(i)
+
+
+def write_corpus(path: pathlib.Path, count: int, make) -> None:
+    with open(path, "wb") as out:
+        for start in range(0, count, 100_000):
+            out.write(b"".join(make(i) for i in range(start, min(count, start + 100_000))))
+
+
+def run(program: str, src: pathlib.Path, cdb: pathlib.Path) -> tuple[float, int, int]:
+    """(wall seconds, peak RSS KiB, exit code) of one compile."""
+    with open(src, "rb") as stdin:
+        begin = time.perf_counter()
+        proc = subprocess.Popen([program, str(cdb), str(cdb) + ".tmp"], stdin=stdin,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - begin
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return elapsed, usage.ru_maxrss, proc.returncode
+
+
+def main() -> int:
+    count = int(sys.argv[1] if len(sys.argv) > 1
+                else os.environ.get("BENCH_TCPRULES_LINES", "1000000"))
+    if not os.access(THEIRS, os.X_OK):
+        print(f"bench_tcprules: {THEIRS} not installed, skipped")
+        return 0
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-tcprules-"))
+    try:
+        src = work / "vanilla.rules"
+        write_corpus(src, count, vanilla_line)
+        times: dict[str, list[float]] = {"ours": [], "C": []}
+        peak = 0
+        for _ in range(ROUNDS):
+            for name, program in (("C", THEIRS), ("ours", OURS)):
+                elapsed, rss, code = run(program, src, work / f"{name}.cdb")
+                if code != 0:
+                    print(f"bench_tcprules: {name} exited {code}")
+                    return 0
+                times[name].append(elapsed)
+                if name == "ours":
+                    peak = max(peak, rss)
+        same = (work / "ours.cdb").read_bytes() == (work / "C.cdb").read_bytes()
+        ours, theirs = statistics.median(times["ours"]), statistics.median(times["C"])
+        print(f"tcprules, {count} vanilla lines, {ROUNDS} interleaved rounds:")
+        print(f"  C tcprules   median {theirs:.3f} s")
+        print(f"  ours         median {ours:.3f} s   ratio {ours / theirs:.2f}x   "
+              f"peak RSS {peak / 1024:.0f} MB   cdb identical: {same}")
+        ext = work / "extended.rules"
+        write_corpus(ext, count, extension_line)
+        elapsed, rss, code = run(OURS, ext, work / "ext.cdb")
+        print(f"  ours, with CIDR/IPv6 lines: {elapsed:.3f} s   peak RSS {rss / 1024:.0f} MB"
+              f"   exit {code}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The address part of a rule line -> the cdb keys it stands for (pure).
+
+Vanilla forms (ucspi-tcp 0.88, spec §2.3) are reproduced byte for byte:
+everything is a literal key except the first `a-b` range of an address
+without `=` or `@`.  Our extensions produce only keys that the unchanged
+lookup order already tries (see rulekeys), so the C tcpserver and
+tcprulescheck honour IPv4 CIDR rules too:
+
+  * IPv4 CIDR `a.b.c.d/n` -> dotted prefixes at the next octet boundary;
+  * IPv6 host -> fully expanded upper-case text; IPv6 CIDR -> nibble
+    prefixes at the next 4-bit boundary; `::ffff:a.b.c.d[/n]` -> the IPv4
+    form, because IPv4-mapped clients are looked up with their IPv4 keys.
+
+Each result carries its prefix length, so the compiler can let the more
+specific of two rules win when they produce the same key.
+"""
+
+from __future__ import annotations
+
+ULONG_MASK = (1 << 64) - 1  # scan_ulong in the original wraps like C
+IPV4_BITS = 32
+IPV6_BITS = 128
+IPV6_CHARS = frozenset(b"0123456789abcdefABCDEF:.")
+MAPPED_PREFIX = 0xFFFF << 32  # ::ffff:0:0/96, the IPv4-mapped block
+
+
+class AddressError(ValueError):
+    """The address cannot be compiled; the text says what was expected."""
+
+
+class Keys:
+    """Keys for one rule line.
+
+    `prefixlen` is how many address bits the rule fixes (None for keys that
+    are not addresses: host names, user@, literals); `granular` is False
+    when the keys are wider than the rule (a /9 written as /16 keys), i.e.
+    when a more specific rule may claim the same key.
+    """
+    __slots__ = ("keys", "prefixlen", "granular", "note")
+
+    def __init__(self, keys: tuple[bytes, ...], prefixlen: int | None = None,
+                 granular: bool = True, note: str | None = None):
+        self.keys = keys
+        self.prefixlen = prefixlen
+        self.granular = granular
+        self.note = note  # a warning about this address, if any
+
+
+def _ulong(digits: bytes) -> int | None:
+    """scan_ulong over the whole span: None unless every byte is a digit."""
+    if digits and not digits.isdigit():
+        return None
+    value = 0
+    for byte in digits:
+        value = (value * 10 + byte - 48) & ULONG_MASK
+    return value
+
+
+def expand_range(addr: bytes) -> tuple[bytes, ...]:
+    """Vanilla range expansion of the first `-` (caller checked for `-`)."""
+    dash = addr.find(b"-")
+    start = addr.rfind(b".", 0, dash) + 1
+    end = addr.find(b".", dash + 1)
+    if end == -1:
+        end = len(addr)
+    first = _ulong(addr[start:dash])
+    last = _ulong(addr[dash + 1:end])
+    if first is None or last is None:
+        raise AddressError("expected digits on both sides of the '-' of a range")
+    last = min(last, 255)
+    head, tail = addr[:start], addr[end:]
+    return tuple(head + b"%d" % n + tail for n in range(first, last + 1))
+
+
+def _ipv4_prefix_keys(net: int, prefixlen: int) -> Keys:
+    """Dotted keys covering net/prefixlen, cut at the next octet boundary.
+    Only the last octet of the keys varies, as prefixlen > boundary - 8."""
+    boundary = min(-(-prefixlen // 8) * 8, IPV4_BITS)
+    octets = net.to_bytes(4, "big")[:boundary // 8]
+    head = b"".join(b"%d." % octet for octet in octets[:-1])
+    tail = b"" if boundary == IPV4_BITS else b"."
+    first = octets[-1]
+    last = first + (1 << (boundary - prefixlen)) - 1
+    keys = tuple(head + b"%d" % octet + tail for octet in range(first, last + 1))
+    return Keys(keys, prefixlen, boundary == prefixlen)
+
+
+def _prefix_length(text: bytes, maximum: int, what: str) -> int:
+    if not text.isdigit() or len(text) > 3:
+        raise AddressError(f"expected a prefix length 1-{maximum} after '/' in {what}")
+    value = int(text)
+    if value == 0:
+        raise AddressError(f"a /0 {what} matches everything: use the empty address "
+                           "(a line starting with ':') instead")
+    if value > maximum:
+        raise AddressError(f"expected a prefix length 1-{maximum} after '/' in {what}")
+    return value
+
+
+def _parse_ipv4(text: bytes) -> int | None:
+    """Strict dotted quad (no leading zeros) -> int, else None."""
+    parts = text.split(b".")
+    if len(parts) != 4:
+        return None
+    value = 0
+    for part in parts:
+        if not part.isdigit() or len(part) > 3 or (len(part) > 1 and part[0] == 48):
+            return None
+        octet = int(part)
+        if octet > 255:
+            return None
+        value = value << 8 | octet
+    return value
+
+
+def ipv4_cidr(addr: bytes) -> Keys:
+    """`a.b.c.d/n` -> dotted keys; errors name what was expected."""
+    text, _, length = addr.partition(b"/")
+    net = _parse_ipv4(text)
+    if net is None:
+        raise AddressError("expected an IPv4 CIDR block like 10.0.0.0/8 "
+                           "(four decimal octets, '/', a length)")
+    prefixlen = _prefix_length(length, IPV4_BITS, "IPv4 CIDR")
+    mask = (ULONG_MASK << (IPV4_BITS - prefixlen)) & 0xFFFFFFFF
+    keys = _ipv4_prefix_keys(net & mask, prefixlen)
+    if net & ~mask:
+        network = ".".join(str(b) for b in (net & mask).to_bytes(4, "big"))
+        return Keys(keys.keys, keys.prefixlen, keys.granular,
+                    f"host bits set in {addr.decode('ascii')}: "
+                    f"rule covers {network}/{prefixlen}")
+    return keys
+
+
+def _parse_ipv6(text: bytes) -> int | None:
+    """The IPv6 address `text` as an int, or None.  ipaddress is imported
+    only here: plain IPv4 rule files never pay for it."""
+    if b":" not in text or not IPV6_CHARS.issuperset(text):
+        return None
+    import ipaddress
+    try:
+        return int(ipaddress.IPv6Address(text.decode("ascii")))
+    except ValueError:
+        return None
+
+
+def ipv6_text(value: int, nibbles: int = 32) -> bytes:
+    """Key text for the first `nibbles` hex digits of an IPv6 address: the
+    fully expanded upper-case form (rulekeys.ipv6_key / ipv6_prefix_key),
+    cut after the digit, a group's colon kept on a group boundary."""
+    digits = b"%032X" % value
+    full = b":".join(digits[i:i + 4] for i in range(0, 32, 4))
+    return full if nibbles == 32 else full[:nibbles // 4 * 5 + nibbles % 4]
+
+
+def _dotted(value: int) -> bytes:
+    return b".".join(b"%d" % octet for octet in value.to_bytes(4, "big"))
+
+
+def looks_like_ipv6(addr: bytes) -> bool:
+    """True when `addr` is `[user@]IPv6[/n]` -- decides the IPv6 line split."""
+    host = addr.rpartition(b"@")[2]
+    return _parse_ipv6(host.partition(b"/")[0]) is not None
+
+
+def ipv6_address(addr: bytes) -> Keys:
+    """`[user@]IPv6[/n]` (checked by looks_like_ipv6) -> keys."""
+    user, at, host = addr.rpartition(b"@")
+    text, slash, length = host.partition(b"/")
+    value = _parse_ipv6(text)
+    if value is None:
+        raise AddressError("expected an IPv6 address")
+    mapped = value >> 32 == MAPPED_PREFIX >> 32
+    if not slash:
+        key = _dotted(value & 0xFFFFFFFF) if mapped else ipv6_text(value)
+        if at:
+            return Keys((user + at + key,))
+        note = None
+        if text.endswith(b"::") and text != b"::":
+            note = (f"{text.decode()} is a single address; write "
+                    f"{text.decode()}/N for a network")
+        return Keys((key,), IPV4_BITS if mapped else IPV6_BITS, True, note)
+    if at:
+        raise AddressError("expected a single address after 'user@' "
+                           "(the lookup tries user@ only with the full address)")
+    prefixlen = _prefix_length(length, IPV6_BITS, "IPv6 CIDR")
+    host_bits = IPV6_BITS - prefixlen
+    net = value >> host_bits << host_bits
+    note = None
+    if net != value:
+        note = f"host bits set in {addr.decode()}: rule covers the /{prefixlen} of it"
+    if prefixlen >= 96 and mapped:
+        keys = _ipv4_prefix_keys(net & 0xFFFFFFFF, prefixlen - 96)
+        return Keys(keys.keys, keys.prefixlen, keys.granular, note)
+    boundary = -(-prefixlen // 4) * 4
+    step = 1 << (IPV6_BITS - boundary)
+    keys = tuple(ipv6_text(sub, boundary // 4)
+                 for sub in range(net, net + (1 << host_bits), step))
+    return Keys(keys, prefixlen, boundary == prefixlen, note)
+
+
+def address_keys(addr: bytes) -> Keys:
+    """Keys for an address found before the first colon (vanilla split)."""
+    if b"=" in addr or b"@" in addr:
+        if b"@" in addr and b"=" not in addr and b"/" in addr:
+            return Keys((addr,), note="user@ with a CIDR block never matches "
+                                      "(the lookup tries user@ only with the full address)")
+        return Keys((addr,))
+    if b"/" in addr:
+        return ipv4_cidr(addr)
+    if b"-" in addr:
+        return Keys(expand_range(addr), _vanilla_prefixlen(addr))
+    return Keys((addr,), _vanilla_prefixlen(addr))
+
+
+def _vanilla_prefixlen(addr: bytes) -> int | None:
+    """Specificity of a literal dotted key: 32 for a host, 8/16/24 for
+    `a.`, `a.b.`, `a.b.c.`, 0 for the empty key, None for anything else."""
+    if not addr:
+        return 0
+    dots = addr.count(b".")
+    if addr.endswith(b".") and dots <= 3:
+        return 8 * dots
+    return IPV4_BITS if dots == 3 else None

@@ -1,0 +1,217 @@
+"""Streaming rules compiler: input lines -> cdb records (pure).
+
+Records go to an `add(key, value)` callable (a cdb maker) in file order, as
+the original does, so that duplicates keep "first line wins".  The common
+line (`ADDRESS:INSTRUCTION` with an already-seen instruction and a plain
+address) takes a fast path of a few C-level operations; everything else
+goes through ruleparse.
+
+Keys of CIDR rules that are wider than the rule (a /9 written as sixteen-bit
+keys) are noted: a more specific rule may produce the same key later in the
+file, and then its record must be the one found.  ruleshadow decides that
+once the whole file is known.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable
+from operator import itemgetter
+
+from .ruleparse import (TRAILING_BLANKS, RuleSyntaxError, parse_instruction, parse_line,
+                        strip_line)
+
+CARE_FIRST = (b"#", b" ", b"\t")  # comment, or a key that never matches
+# In the joined addresses: a range, a CIDR, or a line starting with one of
+# CARE_FIRST (the newline before it is part of the needle).
+CARE_NEEDLES = (b"-", b"/") + tuple(b"\n" + first for first in CARE_FIRST)
+FIRST = itemgetter(0)
+THIRD = itemgetter(2)
+INSTRUCTION_CACHE_LIMIT = 1 << 16
+# Linux refuses any single environment string over 128 KiB (MAX_ARG_STRLEN),
+# so a longer rule line could never reach a program: refuse it early
+# instead of holding megabytes of a runaway line in memory.
+MAX_LINE = 128 * 1024
+
+
+def _lines_containing(joined: bytes, needle: bytes) -> list[int]:
+    """Indices of the newline-separated parts of `joined` containing
+    `needle` (a needle starting with a newline marks the part after it)."""
+    found = []
+    pos = joined.find(needle)
+    line = 0
+    counted_to = 0
+    while pos != -1:
+        line += joined.count(b"\n", counted_to, pos + 1)
+        counted_to = pos + 1
+        found.append(line)
+        pos = joined.find(needle, pos + 1)
+    return found
+
+
+class CompileError(ValueError):
+    """A parse error on a numbered line (the original's exit 100)."""
+
+    def __init__(self, lineno: int, line: bytes, reason: str):
+        super().__init__(f"line {lineno}: {reason}")
+        self.lineno = lineno
+        self.line = line
+        self.reason = reason
+
+
+class LineMap:
+    """Record index -> input line number, stored only where the plain
+    "one record per line" rhythm breaks (comments, ranges, CIDR ...)."""
+
+    def __init__(self):
+        self.starts = [0]      # first record index of each segment
+        self.lines = [1]       # line number of that record
+        self.steps = [1]       # 1: one record per line; 0: all from one line
+
+    def mark(self, record: int, line: int, step: int) -> None:
+        if self.starts[-1] == record:
+            self.lines[-1], self.steps[-1] = line, step
+        else:
+            self.starts.append(record)
+            self.lines.append(line)
+            self.steps.append(step)
+
+    def line_of(self, record: int) -> int:
+        seg = bisect_right(self.starts, record) - 1
+        return self.lines[seg] + self.steps[seg] * (record - self.starts[seg])
+
+    def records_of(self, record: int, total: int) -> int:
+        """How many records the line that wrote `record` wrote."""
+        seg = bisect_right(self.starts, record) - 1
+        if self.steps[seg]:
+            return 1
+        end = self.starts[seg + 1] if seg + 1 < len(self.starts) else total
+        return end - self.starts[seg]
+
+
+class Compiler:
+    """Feed chunks of input, then finish(); `warn(lineno, text)` reports."""
+
+    def __init__(self, add: Callable[[bytes, bytes], object],
+                 warn: Callable[[int, str], None]):
+        self._add = add
+        self._warn = warn
+        self._values: dict[bytes, bytes] = {b"allow": b"", b"deny": b"D\0"}
+        self._tail = b""
+        self._next_line = 1
+        self._run_record = 0   # record index where the current 1:1 run starts
+        self._run_line = 1     # line number where it starts
+        self.linemap = LineMap()
+        # (first record, record count, prefix length) of each CIDR rule whose
+        # keys are wider than the rule: a more specific rule may share a key.
+        self.wide: list[tuple[int, int, int]] = []
+
+    @property
+    def records(self) -> int:
+        """Records written so far (all lines before `_next_line`)."""
+        return self._run_record + (self._next_line - self._run_line)
+
+    def feed(self, chunk: bytes) -> None:
+        lines = (self._tail + chunk).split(b"\n")
+        self._tail = lines.pop()
+        if lines and max(map(len, lines)) > MAX_LINE:
+            for offset, line in enumerate(lines):
+                if len(line) > MAX_LINE:
+                    self._compile(lines[:offset])  # earlier errors come first
+                    self._too_long(self._next_line, line)
+        self._compile(lines)
+        if len(self._tail) > MAX_LINE:
+            self._too_long(self._next_line, self._tail)
+
+    def finish(self) -> None:
+        if self._tail:
+            tail, self._tail = self._tail, b""
+            self._compile([tail])
+
+    def _too_long(self, lineno: int, line: bytes) -> None:
+        raise CompileError(lineno, line, f"line is longer than {MAX_LINE} bytes")
+
+    def _compile(self, lines: list[bytes]) -> None:
+        # The hot path works on whole lists with C-level loops (split,
+        # partition, dict lookups, map into the maker); only lines that need
+        # a second look -- an instruction not seen before, an address with a
+        # range, a CIDR, a leading '#'/blank, no colon -- go to _careful().
+        if not lines:
+            return
+        parts = [line.partition(b":") for line in lines]
+        addrs = list(map(FIRST, parts))
+        values = list(map(self._values.get, map(THIRD, parts)))
+        count = len(lines)
+        careful: set[int] = set()
+        if None in values:
+            index = values.index(None)
+            while True:
+                careful.add(index)
+                try:
+                    index = values.index(None, index + 1)
+                except ValueError:
+                    break
+        joined = b"\n".join(addrs)
+        for needle in CARE_NEEDLES:
+            careful.update(_lines_containing(joined, needle))
+        if joined.startswith(CARE_FIRST):
+            careful.add(0)
+        add = self._add
+        first_line = self._next_line
+        start = 0
+        for index in sorted(careful):
+            if index > start:
+                deque(map(add, addrs[start:index], values[start:index]), 0)
+            self._careful(first_line + index, lines[index])
+            start = index + 1
+        if start == 0:
+            deque(map(add, addrs, values), 0)
+        elif start < count:
+            deque(map(add, addrs[start:], values[start:]), 0)
+        self._next_line += count
+
+    def _careful(self, lineno: int, line: bytes) -> None:
+        addr, colon, instruction = line.partition(b":")
+        if (colon and b"-" not in addr and b"/" not in addr
+                and not addr.startswith(CARE_FIRST)):
+            # A plain address with an instruction not seen before.
+            try:
+                value = parse_instruction(instruction.rstrip(TRAILING_BLANKS))
+            except RuleSyntaxError:
+                pass  # maybe IPv6, maybe CRLF: the full parser explains
+            else:
+                self._add(addr, value)
+                if len(self._values) < INSTRUCTION_CACHE_LIMIT:
+                    self._values[instruction] = value
+                return
+        record = self._run_record + (lineno - self._run_line)
+        try:
+            parsed = parse_line(line)
+        except RuleSyntaxError as error:
+            raise CompileError(lineno, strip_line(line), error.reason) from None
+        if parsed.warning:
+            self._warn(lineno, parsed.warning)
+        for key in parsed.keys:
+            self._add(key, parsed.value)
+        written = len(parsed.keys)
+        if written and not parsed.granular:
+            self.wide.append((record, written, parsed.prefixlen))
+        elif written:
+            self._remember(line, parsed.value)
+        if written != 1:
+            if written:
+                self.linemap.mark(record, lineno, 0)
+            self._run_record, self._run_line = record + written, lineno + 1
+            self.linemap.mark(self._run_record, self._run_line, 1)
+
+    def _remember(self, line: bytes, value: bytes) -> None:
+        """Cache instruction text -> value when the first colon split it."""
+        if len(self._values) >= INSTRUCTION_CACHE_LIMIT:
+            return
+        addr, colon, instruction = line.partition(b":")
+        # A line split at a later colon (IPv6) never has allow/deny after
+        # its first colon, so this only caches instructions the first-colon
+        # parse accepted.
+        if colon and instruction.startswith((b"allow", b"deny")):
+            self._values[instruction] = value

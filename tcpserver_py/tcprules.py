@@ -1,0 +1,199 @@
+"""tcprules: compile rule text into a cdb, as ucspi-tcp 0.88 does.
+
+    tcprules rules.cdb rules.tmp < rules.txt
+    tcprules --check < rules.txt
+
+The temporary file is created before any input is read, records are
+streamed into it, and only a complete, fsync'ed file is renamed over
+rules.cdb: on any failure the old cdb is untouched (the temporary file may
+be left behind, as with the original).  Exit 100 on usage and parse errors,
+111 on I/O errors, 0 otherwise; warnings never change the exit code.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import sys
+
+import cdbx
+
+from .errstr import error_str
+from .exitcodes import PERMANENT, TEMPORARY
+from .rulecompile import CompileError, Compiler
+from .ruleparse import show
+from .ruleshadow import resolve
+
+PROG = "tcprules"
+USAGE = "tcprules: usage: tcprules rules.cdb rules.tmp"
+READ_SIZE = 1 << 20
+MAX_WARNINGS = 100
+
+
+class Fatal(Exception):
+    """A message for stderr and the exit code that goes with it."""
+
+    def __init__(self, code: int, text: str):
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+class Warnings:
+    """Prints `tcprules: warning: line N: ...`, at most MAX_WARNINGS."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, lineno: int, text: str) -> None:
+        self.count += 1
+        if self.count <= MAX_WARNINGS:
+            _say(f"{PROG}: warning: line {lineno}: {text}")
+
+    def close(self) -> None:
+        if self.count > MAX_WARNINGS:
+            _say(f"{PROG}: warning: {self.count - MAX_WARNINGS} more warnings not shown")
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _errtext(exc: OSError) -> str:
+    return error_str(exc.errno if exc.errno else errno.EIO)
+
+
+def _create(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError as exc:
+        raise Fatal(TEMPORARY, f"unable to create {path}: {_errtext(exc)}") from None
+
+
+def _stream(maker, warn: Warnings, tmp_name: str) -> Compiler:
+    """Read stdin to the end, feeding the compiler; map errors to Fatal."""
+    compiler = Compiler(maker.add, warn)
+    try:
+        while True:
+            try:
+                chunk = os.read(0, READ_SIZE)
+            except OSError as exc:
+                raise Fatal(TEMPORARY, f"unable to read input: {_errtext(exc)}") from None
+            if not chunk:
+                break
+            compiler.feed(chunk)
+        compiler.finish()
+    except CompileError as error:
+        raise Fatal(PERMANENT, f"unable to parse line {error.lineno}: {error.reason}: "
+                               f"{show(error.line)}") from None
+    except OSError as exc:
+        raise Fatal(TEMPORARY, f"unable to write to {tmp_name}: {_errtext(exc)}") from None
+    return compiler
+
+
+def build(fd: int, tmp_name: str, reopen) -> tuple[int, int, Warnings]:
+    """Compile stdin into the cdb open on `fd`; return (final fd, records,
+    warnings).  `reopen()` gives a fresh fd when records must be dropped and
+    a second cdb written (the first stays readable through `fd`)."""
+    warn = Warnings()
+    try:
+        maker = cdbx.CDB.make(fd)
+    except OSError as exc:
+        raise Fatal(TEMPORARY, f"unable to write to {tmp_name}: {_errtext(exc)}") from None
+    compiler = _stream(maker, warn, tmp_name)
+    try:
+        db = maker.commit()
+    except OSError as exc:
+        raise Fatal(TEMPORARY, f"unable to write to {tmp_name}: {_errtext(exc)}") from None
+    total = compiler.records
+    try:
+        result = resolve(total, compiler.linemap, compiler.wide,
+                         lambda: db.keys(all=True), lambda: iter(db), len(db),
+                         MAX_WARNINGS)
+        for lineno, text in result.warnings:
+            warn(lineno, text)
+        warn.count += result.never_count - len(result.warnings)
+        if not result.drop:
+            return fd, total, warn
+        # A wide CIDR record sits before a more specific record of the same
+        # key: write the cdb again without it.
+        new_fd = reopen()
+        maker = cdbx.CDB.make(new_fd)
+        drop = result.drop
+        for index, (key, value) in enumerate(db.items(all=True)):
+            if index not in drop:
+                maker.add(key, value)
+        maker.commit()
+    except OSError as exc:
+        raise Fatal(TEMPORARY, f"unable to write to {tmp_name}: {_errtext(exc)}") from None
+    os.close(fd)
+    return new_fd, total - len(result.drop), warn
+
+
+def compile_to(cdb_path: str, tmp_path: str) -> None:
+    fd = _create(tmp_path)
+
+    def reopen() -> int:
+        # The first cdb stays readable through its open fd while a new
+        # file takes the name.
+        try:
+            os.unlink(tmp_path)
+        except OSError:
+            pass
+        return _create(tmp_path)
+
+    fd, _, warn = build(fd, tmp_path, reopen)
+    try:
+        os.fsync(fd)
+        os.close(fd)
+    except OSError as exc:
+        raise Fatal(TEMPORARY, f"unable to write to {tmp_path}: {_errtext(exc)}") from None
+    warn.close()
+    try:
+        os.rename(tmp_path, cdb_path)
+    except OSError as exc:
+        raise Fatal(TEMPORARY, f"unable to move {tmp_path} to {cdb_path}: "
+                               f"{_errtext(exc)}") from None
+
+
+def check() -> None:
+    """Compile into memory only and report; nothing is written to disk."""
+    def scratch() -> int:
+        try:
+            return os.memfd_create("tcprules-check")
+        except (AttributeError, OSError) as exc:
+            raise Fatal(TEMPORARY, f"unable to create a scratch file: "
+                                   f"{_errtext(exc) if isinstance(exc, OSError) else exc}") from None
+
+    fd, records, warn = build(scratch(), "memory", scratch)
+    os.close(fd)
+    warn.close()
+    print(f"{PROG}: ok: {records} records, {warn.count} warnings")
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    gc.disable()  # short-lived, no reference cycles: skip scanning 1M objects
+    try:
+        if args[:1] == ["--check"]:
+            check()
+        elif len(args) < 2:
+            _say(USAGE)
+            sys.exit(PERMANENT)
+        else:
+            compile_to(args[0], args[1])
+    except Fatal as fatal:
+        _say(f"{PROG}: fatal: {fatal.text}")
+        sys.exit(fatal.code)
+    except MemoryError:
+        _say(f"{PROG}: fatal: out of memory")
+        sys.exit(TEMPORARY)
+    except KeyboardInterrupt:
+        sys.exit(TEMPORARY)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
