@@ -19,8 +19,9 @@ from typing import NoReturn
 from . import logfmt
 from .errstr import error_str
 from .exitcodes import PERMANENT, TEMPORARY
-from .lookup import ident, remote_name, reverse_name, SoftDnsError
+from .lookup import ident, remote_name, reverse_name
 from .options import Options, VERBOSE, QUIET
+from .resolver import SoftDnsError, resolver_for
 from .rulesfile import RulesReadError, find_rule
 from .ucspi import Connection, child_environment, per_ip_limit
 
@@ -118,14 +119,19 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
     local_port = local[1]
     ipv6 = ":" in remote_ip
 
+    resolver = None
+    if opts.local_name is None or opts.remote_host_lookup:
+        resolver = resolver_for(base_env)   # $DNSCACHEIP, as the original
     if opts.local_name is not None:
         local_host = opts.local_name
     else:
         try:
-            local_host = reverse_name(local_ip)
+            local_host = reverse_name(resolver, local_ip)
         except SoftDnsError:
             local_host = None
-    remote_host = remote_name(remote_ip, opts.paranoid) if opts.remote_host_lookup else None
+    remote_host = None
+    if opts.remote_host_lookup:
+        remote_host = remote_name(resolver, remote_ip, opts.paranoid)
     remote_info = None
     if opts.ident:
         family = socket.AF_INET6 if ipv6 else socket.AF_INET

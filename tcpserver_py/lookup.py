@@ -1,9 +1,9 @@
 """Per-connection lookups done in the child: reverse DNS and ident.
 
 These run after the fork, so a slow resolver or identd delays only its own
-client.  Names come from the system resolver (gethostbyaddr), lowercased;
-the first name is used.  Paranoid mode keeps the name only if one of its
-forward addresses is the client address.
+client.  Names come from DNS (see resolver.py), lower-cased; the first PTR
+name is used.  Paranoid mode keeps the name only if one of its forward
+addresses (A, or AAAA for IPv6 clients) is the client address.
 """
 
 from __future__ import annotations
@@ -11,52 +11,36 @@ from __future__ import annotations
 import socket
 import time
 
+from .resolver import Resolver, SoftDnsError
+
 IDENT_PORT = 113
 IDENT_VALUE_LIMIT = 256   # the original's buffer size
 
 
-class SoftDnsError(Exception):
-    """A temporary resolver failure (tcp-env reports it as `softdnserror`)."""
+def reverse_name(resolver: Resolver, ip: str) -> bytes | None:
+    """The first PTR name of `ip`, lower-cased, or None.
+
+    Raises SoftDnsError when the resolver gives no usable answer."""
+    name = resolver.name(ip)
+    return name or None
 
 
-def reverse_name(ip: str) -> bytes | None:
-    """The lowercased first PTR name of `ip`, or None.
-
-    Raises SoftDnsError when the resolver says to try again."""
+def forward_confirms(resolver: Resolver, name: bytes, ip: str) -> bool:
+    """Paranoid check: is `ip` among the addresses of `name`?"""
     try:
-        name = socket.gethostbyaddr(ip)[0]
-    except socket.herror as exc:
-        if exc.args and exc.args[0] == 2:   # TRY_AGAIN
-            raise SoftDnsError(ip) from None
-        return None
-    except (OSError, UnicodeError):
-        return None
-    if not name:
-        return None
-    return name.lower().encode("ascii", "replace")
-
-
-def forward_confirms(name: bytes, ip: str) -> bool:
-    """Paranoid check: does `name` resolve back to `ip`?"""
-    try:
-        infos = socket.getaddrinfo(name.decode("ascii"), None, 0, socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
+        found = resolver.addresses(name, ":" in ip)
+    except SoftDnsError:
         return False
-    for info in infos:
-        found = info[4][0].split("%", 1)[0]
-        if found.startswith("::ffff:") and "." in found:
-            found = found[7:]
-        if found == ip:
-            return True
-    return False
+    return ip in found
 
 
-def remote_name(ip: str, paranoid: bool) -> bytes | None:
+def remote_name(resolver: Resolver, ip: str, paranoid: bool) -> bytes | None:
+    """TCPREMOTEHOST: the PTR name, or None on any failure or a failed -p check."""
     try:
-        name = reverse_name(ip)
+        name = reverse_name(resolver, ip)
     except SoftDnsError:
         return None
-    if name is not None and paranoid and not forward_confirms(name, ip):
+    if name is not None and paranoid and not forward_confirms(resolver, name, ip):
         return None
     return name
 

@@ -21,8 +21,9 @@ import sys
 from .child import exec_program
 from .environ import inherited_environment
 from .exitcodes import PERMANENT, TEMPORARY
-from .lookup import SoftDnsError, ident, reverse_name
+from .lookup import ident, reverse_name
 from .options import parse_tcpenv_args
+from .resolver import Resolver, SoftDnsError, resolver_for
 from .rulesfile import RulesReadError, find_rule
 from .ucspi import Connection, child_environment
 
@@ -36,9 +37,9 @@ def _canonical(ip: str) -> str:
     return ip
 
 
-def _name(ip: str) -> bytes | None:
+def _name(resolver: Resolver, ip: str) -> bytes | None:
     try:
-        return reverse_name(ip)
+        return reverse_name(resolver, ip)
     except SoftDnsError:
         return SOFT_DNS_ERROR
 
@@ -63,8 +64,9 @@ def main() -> None:
         sys.exit(TEMPORARY)
     local_ip, remote_ip = _canonical(local[0]), _canonical(remote[0])
     ipv6 = ":" in remote_ip
-    local_host = opts.local_name if opts.local_name is not None else _name(local_ip)
-    remote_host = _name(remote_ip) if opts.remote_host_lookup else None
+    resolver = resolver_for(base)
+    local_host = opts.local_name if opts.local_name is not None else _name(resolver, local_ip)
+    remote_host = _name(resolver, remote_ip) if opts.remote_host_lookup else None
     remote_info = None
     if opts.ident:
         remote_info = ident(local_ip, local[1], remote_ip, remote[1],

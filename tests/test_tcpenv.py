@@ -9,6 +9,7 @@ import time
 import pytest
 
 from conftest import our_program, peer_program
+from fakedns import PTR, SERVFAIL, FakeDNS
 from tcpserver_harness import parse_env, read_all, write_rules_c
 from tcpserver_py.options import parse_tcpenv_args
 
@@ -44,18 +45,28 @@ def test_parse_options():
 
 
 def test_sets_the_tcpserver_environment():
-    status, out, cport, lport = run_tcpenv(["-R", "/usr/bin/env"])
+    status, out, cport, lport = run_tcpenv(["-RH", "-l", "mx.test", "/usr/bin/env"])
     env = parse_env(out)
     assert status == 0
     assert env["PROTO"] == "TCP" and env["TCPREMOTEIP"] == "127.0.0.1"
     assert env["TCPREMOTEPORT"] == str(cport) and env["TCPLOCALPORT"] == str(lport)
     assert env["TCPLOCALIP"] == "127.0.0.1" and "TCPREMOTEINFO" not in env
-    try:
-        name = socket.gethostbyaddr("127.0.0.1")[0].lower()
-    except OSError:
-        name = None
-    assert env.get("TCPREMOTEHOST") == name
+    assert env["TCPLOCALHOST"] == "mx.test" and "TCPREMOTEHOST" not in env
     assert env["KEEP"] == "1" and "LC_CTYPE" not in env
+
+
+def test_names_from_dns_and_softdnserror():
+    dns = FakeDNS({("1.0.0.127.in-addr.arpa", PTR): ["Client.Example.ORG"],
+                   ("5.0.0.127.in-addr.arpa", PTR): SERVFAIL})
+    try:
+        env = dict(ENV, DNSCACHEIP="127.0.0.1")
+        out = parse_env(run_tcpenv(["-R", "/usr/bin/env"], env=env)[1])
+        assert out["TCPREMOTEHOST"] == "client.example.org"
+        assert out["TCPLOCALHOST"] == "client.example.org"
+        out = parse_env(run_tcpenv(["-R", "/usr/bin/env"], source="127.0.0.5", env=env)[1])
+        assert out["TCPREMOTEHOST"] == "softdnserror"
+    finally:
+        dns.close()
 
 
 def test_rules_allow_deny_and_missing():

@@ -103,7 +103,7 @@ def test_log_lines_match_c_tcpserver(pair, tmp_path, banner):
     for server in both.values():
         assert server.talk(source="127.0.0.1") == banner + b"served\n"
         assert server.talk(source="127.0.0.3") == banner      # deny: banner only
-        server.wait_log(r"^tcpserver: status: 0/40$", count=3)
+        server.wait_served(2)
     ours, c = normalise_log(both["ours"].log()), normalise_log(both["c"].log())
     assert ours == c
     assert "tcpserver: deny PID a?b?c?d:127.0.0.1:PORT :127.0.0.3::PORT" in ours
@@ -118,7 +118,7 @@ def test_missing_rules_file(pair, tmp_path, extra):
     for server in both.values():
         expected = b"in\n" if "-X" in extra else b""
         assert server.talk() == expected
-        server.wait_log(r"^tcpserver: end \d+", count=1)
+        server.wait_served(1)
     assert normalise_log(both["ours"].log()) == normalise_log(both["c"].log())
     if "-X" not in extra:
         assert (f"tcpserver: warning: dropping connection, unable to read {missing}: "
@@ -134,7 +134,7 @@ def test_corrupt_rules_file_is_dropped_even_with_X(pair, tmp_path, extra):
                  "/bin/echo", "in"])
     for server in both.values():
         assert server.talk() == b""
-        server.wait_log(r"^tcpserver: end \d+", count=1)
+        server.wait_served(1)
     log = both["ours"].log()
     assert f"unable to read {bad}: protocol error" in log
     assert normalise_log(log) == normalise_log(both["c"].log())
@@ -153,7 +153,7 @@ def test_exec_failure(pair, tmp_path, banner):
     both = pair(["-v", "-1", "-HRl0", *banner, "127.0.0.1", "0", "/nonexistent/prog"])
     for server in both.values():
         assert server.talk() == (b"#\n" if banner else b"")
-        server.wait_log(r"^tcpserver: status: 0/40$", count=2)
+        server.wait_served(1)
     log = both["ours"].log()
     assert ("tcpserver: warning: dropping connection, unable to run /nonexistent/prog: "
             "file does not exist") in log

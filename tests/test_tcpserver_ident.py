@@ -82,7 +82,7 @@ def test_ident_matches_c_tcpserver(tmp_path, identd):
         try:
             envs[name] = {src: parse_env(server.talk(source=src))
                           for src in ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")}
-            server.wait_log(r"^tcpserver: end ", count=4)
+            server.wait_served(4)
             logs[name] = normalise_log(server.log())
         finally:
             server.stop()

@@ -1,0 +1,117 @@
+"""A small DNS stub resolver that behaves like the djbdns client library the
+original tcpserver is built with: servers from $DNSCACHEIP (addresses
+separated by spaces or commas), else the `nameserver` lines of
+/etc/resolv.conf, else 127.0.0.1; UDP queries with recursion desired, each
+server tried with growing timeouts of 1, 3, 11 and 45 seconds.  /etc/hosts
+is not consulted, as it is not by the original.
+
+Used only after the fork (or in tcp-env), so a slow resolver delays one
+client only.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import time
+from typing import Mapping
+
+from .dnswire import (RCODE_NXDOMAIN, RCODE_OK, TYPE_A, TYPE_AAAA, TYPE_PTR, BadPacket,
+                      build_query, encode_name, parse_answer, reverse_domain)
+
+TIMEOUTS = (1, 3, 11, 45)
+RESOLV_CONF = "/etc/resolv.conf"
+DNS_PORT = 53
+
+
+class SoftDnsError(Exception):
+    """No server gave a usable answer (timeout, SERVFAIL, garbage)."""
+
+
+def _valid_ip(text: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except OSError:
+            pass
+    return False
+
+
+def server_list(env: Mapping[bytes, bytes]) -> list[str]:
+    configured = env.get(b"DNSCACHEIP")
+    if configured:
+        found = [w for w in configured.decode("ascii", "replace").replace(",", " ").split()
+                 if _valid_ip(w)]
+        if found:
+            return found
+    found = []
+    try:
+        with open(RESOLV_CONF, encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                words = line.split()
+                if len(words) >= 2 and words[0] == "nameserver" and _valid_ip(words[1]):
+                    found.append(words[1])
+    except OSError:
+        pass
+    return found or ["127.0.0.1"]
+
+
+class Resolver:
+    def __init__(self, servers: list[str], timeouts: tuple[float, ...] = TIMEOUTS):
+        self.servers = servers
+        self.timeouts = timeouts
+
+    def query(self, wire_name: bytes, qtype: int) -> list[bytes]:
+        """Answers of `qtype` ([] for NXDOMAIN or no records); SoftDnsError
+        when no server answers usefully."""
+        for timeout in self.timeouts:
+            for server in self.servers:
+                result = self._ask(server, wire_name, qtype, timeout)
+                if result is not None:
+                    return result
+        raise SoftDnsError(wire_name)
+
+    def _ask(self, server: str, wire_name: bytes, qtype: int,
+             timeout: float) -> list[bytes] | None:
+        family = socket.AF_INET6 if ":" in server else socket.AF_INET
+        qid = struct.unpack(">H", os.urandom(2))[0]
+        deadline = time.monotonic() + timeout
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.connect((server, DNS_PORT))   # only that server's replies
+                sock.send(build_query(qid, wire_name, qtype))
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
+                        return None
+                    packet = sock.recv(65535)
+                    try:
+                        rcode, answers = parse_answer(packet, qid, wire_name, qtype)
+                    except BadPacket:
+                        continue          # not ours: keep waiting
+                    if rcode == RCODE_OK or rcode == RCODE_NXDOMAIN:
+                        return answers if rcode == RCODE_OK else []
+                    return None           # SERVFAIL, REFUSED...: next server
+        except OSError:
+            return None
+
+    def name(self, ip: str) -> bytes | None:
+        """First PTR name of `ip` (lower-case), None if there is none."""
+        answers = self.query(reverse_domain(ip), TYPE_PTR)
+        return answers[0] if answers else None
+
+    def addresses(self, name: bytes, ipv6: bool) -> list[str]:
+        try:
+            wire = encode_name(name)
+        except ValueError:
+            return []
+        if b"\\" in name:
+            return []   # an escaped (unusual) name cannot be asked for again
+        return [a.decode() for a in self.query(wire, TYPE_AAAA if ipv6 else TYPE_A)]
+
+
+def resolver_for(env: Mapping[bytes, bytes]) -> Resolver:
+    return Resolver(server_list(env))
