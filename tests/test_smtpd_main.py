@@ -279,3 +279,28 @@ def test_setup_local_is_idempotent_and_ready_to_serve(tmp_path):
     assert code == 0 and b"\r\n250 ok " in out and len(spooled(home)) == 1
     usage = subprocess.run([sys.executable, "-m", "smtpd_child.setup_local"], capture_output=True)
     assert usage.returncode == 100 and usage.stderr.startswith(b"usage:")
+
+
+def test_byte_by_byte_client_gets_the_same_replies(tmp_path):
+    home = make_home(tmp_path)
+    whole, _, _ = run_child(home, SESSION)
+    proc = subprocess.Popen([our_program("smtpd-child")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env={"QMAILHOME": str(home),
+                                                         "TCPREMOTEIP": "127.0.0.1",
+                                                         "TCPLOCALIP": "127.0.0.1"})
+    try:
+        for index in range(len(SESSION)):
+            proc.stdin.write(SESSION[index:index + 1])
+            proc.stdin.flush()
+        proc.stdin.close()
+        bytewise = proc.stdout.read()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+    def strip_queue_id(out):
+        return [line.split(b" qp ")[0][:6] if line.startswith(b"250 ok ") else line
+                for line in out.split(b"\r\n")]
+    assert strip_queue_id(bytewise) == strip_queue_id(whole)
+    assert len(spooled(home)) == 2
