@@ -25,6 +25,7 @@ PURE_MODULES = [
     "smtpd_child/policy.py",
     "smtpd_child/envelope.py",
     "smtpd_child/protocol.py",
+    "smtpd_child/spoolfile.py",
 ]
 
 FORBIDDEN_IN_PURE = {"os", "sys", "socket", "signal", "select", "subprocess",
