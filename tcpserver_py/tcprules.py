@@ -132,7 +132,17 @@ def build(fd: int, tmp_name: str, reopen) -> tuple[int, int, Warnings]:
     return new_fd, total - len(result.drop), warn
 
 
+def _stdin_is_open() -> None:
+    """Fail before creating anything when fd 0 is closed: the tmp file would
+    otherwise become fd 0 and an empty cdb replace the real one."""
+    try:
+        os.fstat(0)
+    except OSError as exc:
+        raise Fatal(TEMPORARY, f"unable to read input: {_errtext(exc)}") from None
+
+
 def compile_to(cdb_path: str, tmp_path: str) -> None:
+    _stdin_is_open()
     fd = _create(tmp_path)
 
     def reopen() -> int:
@@ -167,6 +177,7 @@ def check() -> None:
             raise Fatal(TEMPORARY, f"unable to create a scratch file: "
                                    f"{_errtext(exc) if isinstance(exc, OSError) else exc}") from None
 
+    _stdin_is_open()
     fd, records, warn = build(scratch(), "memory", scratch)
     os.close(fd)
     warn.close()
