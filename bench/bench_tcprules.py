@@ -25,7 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 OURS = str(pathlib.Path(sys.executable).parent / "tcprules")
 THEIRS = "/usr/bin/tcprules"
 ROUNDS = 5
-CIDR_LENGTHS = (24, 22, 23, 28, 26, 24, 25, 20)  # 1 to 128 keys each
+CIDR_LENGTHS = (24, 22, 23, 20, 20, 24, 21, 28)  # 1 to 16 keys each
 REASONS = [b"-spam source %d, see https://example.org/why" % n for n in range(40)]
 
 
@@ -62,7 +62,10 @@ def extension_line(i: int) -> bytes:
         length = CIDR_LENGTHS[i // 10 % len(CIDR_LENGTHS)]
         return b"%d.%d.%d.%d/%d:deny\n" % (*net, length)
     if i % 10 == 7:
-        return b"2001:db8:%x:%x::/%d:allow,V6=\"1\"\n" % (i >> 16, i & 0xFFFF, 62 + i % 3)
+        # each IPv6 rule gets its own /56 of 2001:db8::/32
+        j = i // 10
+        return b"2001:db8:%x:%x00::/%d:allow,V6=\"1\"\n" % (j >> 8, j & 255,
+                                                            56 + 2 * (j % 5))
     return vanilla_line(i)
 
 

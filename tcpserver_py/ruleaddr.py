@@ -131,16 +131,23 @@ def ipv4_cidr(addr: bytes) -> Keys:
     return keys
 
 
+_last_ipv6: list = [None, None]  # the line split and the key maker parse the same text
+
+
 def _parse_ipv6(text: bytes) -> int | None:
     """The IPv6 address `text` as an int, or None.  ipaddress is imported
     only here: plain IPv4 rule files never pay for it."""
+    if _last_ipv6[0] == text:
+        return _last_ipv6[1]
     if b":" not in text or not IPV6_CHARS.issuperset(text):
         return None
     import ipaddress
     try:
-        return int(ipaddress.IPv6Address(text.decode("ascii")))
+        value = int(ipaddress.IPv6Address(text.decode("ascii")))
     except ValueError:
-        return None
+        value = None
+    _last_ipv6[0], _last_ipv6[1] = text, value
+    return value
 
 
 def ipv6_text(value: int, nibbles: int = 32) -> bytes:
