@@ -115,7 +115,12 @@ class Compiler:
     def feed(self, chunk: bytes) -> None:
         lines = (self._tail + chunk).split(b"\n")
         self._tail = lines.pop()
-        if lines and max(map(len, lines)) > MAX_LINE:
+        # Only the first line can be too long when the chunk itself is short
+        # enough (the tail before it was checked last time).
+        longest = len(lines[0]) if lines else 0
+        if len(chunk) > MAX_LINE and lines:
+            longest = max(map(len, lines))
+        if longest > MAX_LINE:
             for offset, line in enumerate(lines):
                 if len(line) > MAX_LINE:
                     self._compile(lines[:offset])  # earlier errors come first
@@ -141,10 +146,15 @@ class Compiler:
             return
         parts = [line.partition(b":") for line in lines]
         addrs = list(map(FIRST, parts))
-        values = list(map(self._values.get, map(THIRD, parts)))
+        try:
+            values = list(map(self._values.__getitem__, map(THIRD, parts)))
+            missing = False
+        except KeyError:  # some instruction not seen before: find them
+            values = list(map(self._values.get, map(THIRD, parts)))
+            missing = True
         count = len(lines)
         careful: set[int] = set()
-        if None in values:
+        if missing:
             index = values.index(None)
             while True:
                 careful.add(index)
@@ -175,12 +185,15 @@ class Compiler:
         addr, colon, instruction = line.partition(b":")
         if (colon and b"-" not in addr and b"/" not in addr
                 and not addr.startswith(CARE_FIRST)):
-            # A plain address with an instruction not seen before.
-            try:
-                value = parse_instruction(instruction.rstrip(TRAILING_BLANKS))
-            except RuleSyntaxError:
-                pass  # maybe IPv6, maybe CRLF: the full parser explains
-            else:
+            # A plain address with an instruction not seen before (or first
+            # seen earlier in this chunk).
+            value = self._values.get(instruction)
+            if value is None:
+                try:
+                    value = parse_instruction(instruction.rstrip(TRAILING_BLANKS))
+                except RuleSyntaxError:
+                    pass  # maybe IPv6, maybe CRLF: the full parser explains
+            if value is not None:
                 self._add(addr, value)
                 if len(self._values) < INSTRUCTION_CACHE_LIMIT:
                     self._values[instruction] = value

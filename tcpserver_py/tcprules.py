@@ -27,7 +27,7 @@ from .ruleshadow import resolve
 
 PROG = "tcprules"
 USAGE = "tcprules: usage: tcprules rules.cdb rules.tmp"
-READ_SIZE = 1 << 20
+READ_SIZE = 1 << 16  # at most MAX_LINE, so Compiler.feed checks one line per chunk
 MAX_WARNINGS = 100
 
 
