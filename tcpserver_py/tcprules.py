@@ -20,7 +20,7 @@ import sys
 import cdbx
 
 from .errstr import error_str
-from .exitcodes import PERMANENT, TEMPORARY
+from .exitcodes import BUG, PERMANENT, TEMPORARY
 from .rulecompile import CompileError, Compiler
 from .ruleparse import show
 from .ruleshadow import resolve
@@ -57,8 +57,11 @@ class Warnings:
 
 
 def _say(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass  # no usable stderr: the exit code still tells
 
 
 def _errtext(exc: OSError) -> str:
@@ -203,6 +206,9 @@ def main() -> None:
         sys.exit(TEMPORARY)
     except KeyboardInterrupt:
         sys.exit(TEMPORARY)
+    except Exception as exc:  # a bug: still one line, never a traceback
+        _say(f"{PROG}: fatal: internal error: {exc!r}")
+        sys.exit(BUG)
     sys.exit(0)
 
 

@@ -83,8 +83,8 @@ def main() -> None:
     ip = os.fsencode(args[1]) if len(args) > 1 else env.get(b"TCPREMOTEIP", b"0.0.0.0")
     try:
         report = check(path, ip, env.get(b"TCPREMOTEHOST"), env.get(b"TCPREMOTEINFO"))
-    except OSError as exc:
-        err = exc.errno if exc.errno else errno.EPROTO  # cdbx: corrupt file
+    except (OSError, ValueError) as exc:
+        err = getattr(exc, "errno", None) or errno.EPROTO  # cdbx: corrupt file
         sys.stderr.write(f"tcprulescheck: fatal: unable to read {path}: {error_str(err)}\n")
         sys.exit(TEMPORARY)
     sys.stdout.buffer.write(report)

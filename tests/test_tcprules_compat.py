@@ -170,7 +170,7 @@ def rule_line(draw):
     return address + colon + instruction + b"".join(items) + tail
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(rule_line(), min_size=1, max_size=8))
 def test_property_identical_to_the_original(lines, tmp_path):

@@ -175,3 +175,12 @@ def test_check_mode_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     bad = run(["--check"], b"10.0.0.0/8:deny\n1.2.3.4:allowed\n")
     assert_one_fatal_line(bad, 100, "tcprules: fatal: unable to parse line 2: ")
+
+
+def test_check_mode_with_a_rebuild_writes_nothing(tmp_path):
+    # The wide /9 record for 10.0. must go: --check rebuilds in memory too.
+    os.chdir(tmp_path)
+    proc = run(["--check"], b"10.0.0.0/9:deny\n10.0.:allow\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"tcprules: ok: 128 records, 0 warnings\n"
+    assert list(tmp_path.iterdir()) == []
