@@ -18,11 +18,12 @@ C_TCPSERVER = "/usr/bin/tcpserver"
 
 class Server:
     def __init__(self, exe: str, args: list[str], log_path, env: dict | None = None,
-                 stdin=subprocess.DEVNULL):
+                 stdin=subprocess.DEVNULL, preexec_fn=None):
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen([exe, *args], stdin=stdin, stdout=subprocess.PIPE,
-                                     stderr=self._log, env=env, start_new_session=True)
+                                     stderr=self._log, env=env, start_new_session=True,
+                                     preexec_fn=preexec_fn)
         line = self.proc.stdout.readline()
         if not line.strip().isdigit():
             self.stop()

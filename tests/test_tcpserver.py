@@ -289,3 +289,67 @@ def test_quiet_and_default_verbosity(tmp_path):
             assert "status:" not in log and "pid" not in log
         finally:
             server.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change uid")
+@BANNER_PATHS
+def test_fork_failure_is_logged_and_server_lives(tmp_path, banner):
+    import resource
+
+    def two_processes():   # the server and one child, for an otherwise unused uid
+        resource.setrlimit(resource.RLIMIT_NPROC, (2, 2))
+    # A uid no other process has (not even one still being reaped from an
+    # earlier run), so the limit of two processes is all ours.
+    uid = str(40000 + (os.getpid() * 2 + bool(banner) + int(time.time())) % 20000)
+    server = Server(our_program("tcpserver"),
+                    ["-v", "-1", "-HRl0", *banner, "-u", uid, "-g", uid, "127.0.0.1",
+                     "0", "/bin/cat"], tmp_path / "s.log", env=PARENT_ENV,
+                    preexec_fn=two_processes)
+    prefix = b"#\n" if banner else b""
+    try:
+        first = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        first.sendall(b"one\n")
+        got = b""
+        while not got.endswith(b"one\n"):
+            got += first.recv(100)
+        assert server.talk(b"two\n") == b""          # no process to serve it
+        assert server.wait_log(r"^tcpserver: warning: dropping connection, unable to fork: "
+                               r"temporary failure$")
+        first.close()
+        server.wait_log(r"^tcpserver: end \d+ status 0$")
+        assert server.talk(b"three\n") == prefix + b"three\n"
+        assert server.proc.poll() is None
+        statuses = [int(n) for n in server.wait_log(r"^tcpserver: status: (\d+)/40$", count=6)]
+        assert statuses[:4] == [0, 1, 2, 1]   # counted, then given back on failure
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to bind a low port")
+def test_binds_a_privileged_port_before_dropping_privileges(tmp_path):
+    for port in range(1023, 900, -1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                continue
+    else:
+        pytest.skip("no free port below 1024")
+    server_log = tmp_path / "s.log"
+    proc = subprocess.Popen([our_program("tcpserver"), "-HRl0", "-u", "65534", "-g", "65534",
+                             "127.0.0.1", str(port), "/usr/bin/id", "-u"],
+                            stderr=open(server_log, "wb"), env=PARENT_ENV, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    assert s.recv(100) == b"65534\n"
+                    break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and proc.poll() is None, server_log.read_text()
+                time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
