@@ -26,6 +26,7 @@ from .rulesfile import RulesReadError, find_rule
 from .ucspi import Connection, child_environment, per_ip_limit
 
 DEFAULT_PATH = b"/bin:/usr/bin"
+EXEC_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class Drop(Exception):
@@ -79,7 +80,11 @@ def run_child(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
     except Drop as exc:
         log.drop(str(exc))
         status = TEMPORARY
-    except BaseException:   # never let an exception unwind into parent code
+    except MemoryError:
+        log.drop("out of memory")
+        status = TEMPORARY
+    except BaseException as exc:   # never let an exception unwind into parent code
+        log.drop(f"internal error: {type(exc).__name__}")
         status = TEMPORARY
     finally:
         os._exit(status)
@@ -190,7 +195,10 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
 def exec_program(argv: tuple[str, ...], env: dict[bytes, bytes], path: bytes) -> int:
     """djb pathexec: search PATH (from the inherited environment, not the
     rule's), keep the most telling error; returns only on failure."""
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # CPython ignores it
+    # CPython ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored
+    # across exec, so give the program the defaults a C parent would.
+    for signum in EXEC_DEFAULT_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
     program = argv[0].encode("utf-8", "surrogateescape")
     if b"/" in program:
         candidates = [program]

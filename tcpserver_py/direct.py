@@ -24,7 +24,12 @@ from .options import Options, VERBOSE
 from .rulesfile import RulesReadError, find_rule
 from .ucspi import Connection, child_environment, per_ip_limit
 
-RESET_SIGNALS = (signal.SIGPIPE, signal.SIGCHLD, signal.SIGTERM)
+# Our handlers (SIGCHLD, SIGTERM) and what CPython ignores (SIGPIPE, SIGXFSZ)
+# go back to their defaults in the program, as under the C tcpserver.
+# Known difference: glibc's posix_spawn leaves its two internal signals (32
+# and 33, below SIGRTMIN) ignored in the new program and will not reset them;
+# glibc programs install their own handlers for them when they need them.
+RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM)
 
 
 def usable(opts: Options) -> bool:

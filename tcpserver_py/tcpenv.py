@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import sys
 
@@ -45,6 +46,7 @@ def _name(resolver: Resolver, ip: str) -> bytes | None:
 
 
 def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     opts = parse_tcpenv_args(sys.argv[1:])
     if opts is None:
         sys.exit(TEMPORARY)

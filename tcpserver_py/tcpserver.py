@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from . import logfmt
@@ -22,6 +23,8 @@ PROG = "tcpserver"
 
 
 def main() -> None:
+    # Like the C program, die quietly on SIGINT (no KeyboardInterrupt trace).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         opts = parse_args(sys.argv[1:], os.environ)
     except UsageError as exc:
