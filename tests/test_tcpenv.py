@@ -22,10 +22,11 @@ RULES = ('127.0.0.1:allow,RELAYCLIENT="",WHO="one"\n'
 def run_tcpenv(args, source="127.0.0.1", env=ENV):
     """Run tcp-env with an accepted connection on fd 0, as inetd does;
     return (exit status, what the program printed on stdout)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
+    family = socket.AF_INET6 if ":" in source else socket.AF_INET
+    with socket.socket(family) as listener:
+        listener.bind((source if family == socket.AF_INET6 else "127.0.0.1", 0))
         listener.listen(1)
-        client = socket.create_connection(listener.getsockname(), timeout=5,
+        client = socket.create_connection(listener.getsockname()[:2], timeout=5,
                                           source_address=(source, 0))
         conn, _ = listener.accept()
         with client, conn:
@@ -88,6 +89,17 @@ def test_rules_allow_deny_and_missing():
         assert run_tcpenv(["-RH", "-X", "-x", str(bad), "/usr/bin/env"])[:2] == (111, b"")
 
 
+def test_ipv6_connection():
+    try:
+        status, out, cport, lport = run_tcpenv(["-RH", "-l0", "/usr/bin/env"], source="::1")
+    except OSError:
+        pytest.skip("no ::1")
+    env = parse_env(out)
+    assert status == 0 and env["PROTO"] == "TCP6"
+    assert env["TCPREMOTEIP"] == env["TCP6REMOTEIP"] == "::1"
+    assert env["TCP6LOCALPORT"] == str(lport) and env["TCPREMOTEPORT"] == str(cport)
+
+
 def test_already_under_tcpserver_runs_program_unchanged():
     env = dict(ENV, PROTO="TCP", TCPREMOTEIP="10.0.0.1")
     status, out, _, _ = run_tcpenv(["-R", "/usr/bin/env"], env=env)
@@ -128,7 +140,7 @@ service tcpenv-test
     socket_type = stream
     protocol = tcp
     wait = no
-    user = root
+{"    user = root" if os.geteuid() == 0 else ""}
     bind = 127.0.0.1
     port = {port}
     cps = 1000 1

@@ -370,3 +370,16 @@ def test_binds_a_privileged_port_before_dropping_privileges(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def test_both_servers_follow_a_cdb_from_our_tcprules(pair, tmp_path):
+    cdb = str(tmp_path / "ours.cdb")
+    subprocess.run([our_program("tcprules"), cdb, cdb + ".tmp"], input=RULES.encode(),
+                   check=True, timeout=30)
+    both = pair(["-1", "-HRl0", "-x", cdb, "127.0.0.1", "0", "/usr/bin/env"])
+    for server in both.values():
+        one = parse_env(server.talk(source="127.0.0.1"))
+        assert one["A"] == "2" and one["RELAYCLIENT"] == ""
+        assert parse_env(server.talk(source="127.0.0.2"))["WHO"] == "two"
+        assert server.talk(source="127.0.0.3") == b""
+        assert parse_env(server.talk(source="127.0.0.4"))["WHO"] == "default"
