@@ -126,6 +126,13 @@ def resolve(total: int, linemap: LineMap, wide: list[tuple[int, int, int]],
     return result
 
 
+def first_lines(all_keys: Iterable[bytes], wanted: set[bytes],
+                linemap: LineMap) -> dict[bytes, int]:
+    """Line of the first record of each wanted key."""
+    firsts = _positions(_until_found(all_keys, wanted), wanted)
+    return {key: linemap.line_of(records[0]) for key, records in firsts.items()}
+
+
 def _until_found(keys: Iterable[bytes], wanted: set[bytes]) -> Iterator[bytes]:
     """The keys up to the first occurrence of every wanted key."""
     left = set(wanted)

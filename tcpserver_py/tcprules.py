@@ -23,12 +23,16 @@ from .errstr import error_str
 from .exitcodes import BUG, PERMANENT, TEMPORARY
 from .rulecompile import CompileError, Compiler
 from .ruleparse import show
-from .ruleshadow import resolve
+from .rulecover import covered_prefixes, prefix_keys
+from .ruleshadow import first_lines, resolve
 
 PROG = "tcprules"
 USAGE = "tcprules: usage: tcprules rules.cdb rules.tmp"
 READ_SIZE = 1 << 16  # at most MAX_LINE, so Compiler.feed checks one line per chunk
 MAX_WARNINGS = 100
+# Finding prefix rules covered by longer keys takes a pass over every key in
+# Python: done for files up to this many records, and always by --check.
+COVER_LIMIT = 200_000
 
 
 class Fatal(Exception):
@@ -96,7 +100,22 @@ def _stream(maker, warn: Warnings, tmp_name: str) -> Compiler:
     return compiler
 
 
-def build(fd: int, tmp_name: str, reopen) -> tuple[int, int, Warnings]:
+def _report_covered(db, compiler: Compiler, warn: Warnings) -> None:
+    """Warn about prefix rules that longer keys cover completely."""
+    prefixes = prefix_keys(iter(db))
+    covered = covered_prefixes(iter(db), prefixes) if prefixes else {}
+    if not covered:
+        return
+    lines = first_lines(db.keys(all=True), set(covered) | set(covered.values()),
+                        compiler.linemap)
+    for prefix, child in sorted(covered.items(), key=lambda item: lines[item[0]]):
+        warn(lines[prefix], f"rule never matches: longer keys, from line {lines[child]} "
+                            f"(\"{show(child)}\") on, decide every address it covers "
+                            f"(key \"{show(prefix)}\")")
+
+
+def build(fd: int, tmp_name: str, reopen, full_report: bool = False
+          ) -> tuple[int, int, Warnings]:
     """Compile stdin into the cdb open on `fd`; return (final fd, records,
     warnings).  `reopen()` gives a fresh fd when records must be dropped and
     a second cdb written (the first stays readable through `fd`)."""
@@ -118,6 +137,8 @@ def build(fd: int, tmp_name: str, reopen) -> tuple[int, int, Warnings]:
         for lineno, text in result.warnings:
             warn(lineno, text)
         warn.count += result.never_count - len(result.warnings)
+        if total <= COVER_LIMIT or full_report:
+            _report_covered(db, compiler, warn)
         if not result.drop:
             return fd, total, warn
         # A wide CIDR record sits before a more specific record of the same
@@ -181,7 +202,7 @@ def check() -> None:
                                    f"{_errtext(exc) if isinstance(exc, OSError) else exc}") from None
 
     _stdin_is_open()
-    fd, records, warn = build(scratch(), "memory", scratch)
+    fd, records, warn = build(scratch(), "memory", scratch, full_report=True)
     os.close(fd)
     warn.close()
     print(f"{PROG}: ok: {records} records, {warn.count} warnings")

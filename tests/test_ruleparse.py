@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 
 from tcpserver_py.ruleaddr import AddressError, address_keys, expand_range, ipv4_cidr, \
     ipv6_address, ipv6_text
+from tcpserver_py.rulecover import covered_prefixes, ipv4_parent, ipv6_parent, is_prefix, \
+    prefix_keys
 from tcpserver_py.rulecompile import MAX_LINE, CompileError, Compiler
 from tcpserver_py.rulekeys import ipv6_key, ipv6_prefix_key
 from tcpserver_py.ruleparse import RuleSyntaxError, ipv6_split, parse_instruction, \
@@ -292,3 +294,32 @@ def test_warnings_are_capped_but_counted():
                      lambda: iter(dict.fromkeys(keys)), 3, limit=5)
     assert result.never_count == 47
     assert [n for n, _ in result.warnings] == [4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize("key, parent", [
+    (b"10.1.2.3", b"10.1.2."), (b"10.1.2.", b"10.1."), (b"10.1.", b"10."), (b"10.", None),
+    (b"10.1.2.3.", None), (b"10.01.2.3", None), (b"=a.b", None), (b"joe@1.2.3.4", None),
+])
+def test_ipv4_parent(key, parent):
+    assert ipv4_parent(key) == parent
+
+
+@pytest.mark.parametrize("key, parent", [
+    (V6_1, b"0000:0000:0000:0000:0000:0000:0000:000"),
+    (b"2001:0DB8:", b"2001:0DB"), (b"2001:0", b"2001:"), (b"2001:", b"200"), (b"20", b"2"),
+    (b"2", None), (b"2001:db8:", None), (b"2001:0DB8", None),
+])
+def test_ipv6_parent(key, parent):
+    assert ipv6_parent(key) == parent
+
+
+def test_prefixes_covered_by_longer_keys():
+    keys = ([b"10.1.2.", b"10.1.3.", b"10.1."] + [b"10.1.2.%d" % n for n in range(256)]
+            + [b"10.1.3.%d" % n for n in range(255)]
+            + [b"2001:0DB8:"] + [b"2001:0DB8:%X" % n for n in range(16)] + [b"=h.example"])
+    prefixes = prefix_keys(keys)
+    assert prefixes == ({b"10.1.2.", b"10.1.3.", b"10.1.", b"2001:0DB8:"}
+                        | {b"2001:0DB8:%X" % n for n in range(16)})
+    assert all(is_prefix(p) for p in prefixes)
+    assert covered_prefixes(keys, prefixes) == {b"10.1.2.": b"10.1.2.0",
+                                                b"2001:0DB8:": b"2001:0DB8:0"}

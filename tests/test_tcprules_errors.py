@@ -184,3 +184,13 @@ def test_check_mode_with_a_rebuild_writes_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"tcprules: ok: 128 records, 0 warnings\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prefix_covered_by_longer_rules_is_reported(tmp_path):
+    source = (b"10.1.2.0/24:deny\n10.1.2.0/25:allow\n10.1.2.128/25:allow\n"
+              b"10.1.3.0/24:deny\n10.1.3.0/25:allow\n")
+    proc = run([tmp_path / "r.cdb", tmp_path / "r.tmp"], source)
+    assert proc.returncode == 0
+    assert proc.stderr == (b'tcprules: warning: line 1: rule never matches: longer keys, '
+                           b'from line 2 ("10.1.2.0") on, decide every address it covers '
+                           b'(key "10.1.2.")\n')
