@@ -87,9 +87,10 @@ def run(program: str, src: pathlib.Path, cdb: pathlib.Path) -> tuple[float, int,
     return elapsed, usage.ru_maxrss, proc.returncode
 
 
-def main() -> int:
-    count = int(sys.argv[1] if len(sys.argv) > 1
-                else os.environ.get("BENCH_TCPRULES_LINES", "1000000"))
+def main(argv: list[str] | None = None) -> int:
+    """`make bench` calls main() (size from $BENCH_TCPRULES_LINES or 1,000,000);
+    `python -m bench.bench_tcprules N` passes N."""
+    count = int(argv[0] if argv else os.environ.get("BENCH_TCPRULES_LINES", "1000000"))
     if not os.access(THEIRS, os.X_OK):
         print(f"bench_tcprules: {THEIRS} not installed, skipped")
         return 0
@@ -125,4 +126,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
