@@ -224,6 +224,20 @@ def test_concurrency_limit_defers_accept(tmp_path):
         server.stop()
 
 
+def test_limit_zero_never_accepts(tmp_path):
+    server = Server(our_program("tcpserver"), ["-1", "-HRl0", "-c", "0", "127.0.0.1", "0",
+                                               "/bin/echo", "x"], tmp_path / "s.log", env=PARENT_ENV)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.settimeout(0.5)
+            with pytest.raises(socket.timeout):   # held in the backlog, never served
+                s.recv(10)
+        assert not os.path.exists(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children") \
+            or open(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read() == ""
+    finally:
+        server.stop()
+
+
 def test_sigterm_exits_0_and_children_keep_running(tmp_path):
     server = Server(our_program("tcpserver"), ["-1", "-HRl0", "127.0.0.1", "0", "/bin/cat"],
                     tmp_path / "s.log", env=PARENT_ENV)

@@ -123,3 +123,16 @@ def test_ident_deadline(tmp_path, identd):
         assert 0.8 < result["took"] < 2.9, result["took"]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("reply, value", [
+    (b"4000 , 25 : USERID : UNIX : joe\r\n", b"joe"),
+    (b"4000 , 25 : ERROR : NO-USER\r\n", b""),
+    (b"4000,25:USERID:UNIX: j o:e\tx\r\n", b"jo:ex"),
+    (b"4000 , 25 : USERID : UNIX,UTF-8 : r\xc3\xa9mi\r\n", b"r\xc3\xa9mi"),
+    (b"1:2:3:" + b"a" * 300 + b"\n", b"a" * 256),
+    (b"no colons at all\n", b""),
+])
+def test_parse_ident_reply(reply, value):
+    from tcpserver_py.lookup import parse_ident_reply
+    assert parse_ident_reply(reply) == value
