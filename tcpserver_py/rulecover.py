@@ -61,14 +61,23 @@ def covered_prefixes(distinct_keys: Iterable[bytes],
     children: dict[bytes, int] = {}
     example: dict[bytes, bytes] = {}
     for key in distinct_keys:
+        # Cheap guess of the parent first; the exact parse only for keys
+        # whose guessed parent is one of the (few) prefix rules.
+        if key[-1:] == b".":
+            guess = key[:key.rfind(b".", 0, -1) + 1]
+        elif b":" in key[4:5] or len(key) < 4:
+            guess = key[:-2] if key[-1:] == b":" else key[:-1]
+        else:
+            guess = key[:key.rfind(b".") + 1]
+        if guess not in prefixes:
+            continue
         parent = ipv4_parent(key) if b"." in key else ipv6_parent(key)
         if parent is not None and parent in prefixes:
             children[parent] = children.get(parent, 0) + 1
             example.setdefault(parent, key)
     covered = {}
     for parent, count in children.items():
-        needed = IPV4_CHILDREN if parent.endswith(b".") and b":" not in parent \
-            else IPV6_CHILDREN
+        needed = IPV4_CHILDREN if parent.endswith(b".") else IPV6_CHILDREN
         if count == needed:
             covered[parent] = example[parent]
     return covered
@@ -89,4 +98,5 @@ def is_prefix(key: bytes) -> bool:
 
 def prefix_keys(distinct_keys: Iterable[bytes]) -> set[bytes]:
     """The keys that have address children (IPv4 or IPv6 prefixes)."""
-    return {key for key in distinct_keys if key and is_prefix(key)}
+    return {key for key in distinct_keys
+            if (key[-1:] == b"." or b":" in key or len(key) < 4) and key and is_prefix(key)}
