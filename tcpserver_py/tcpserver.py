@@ -37,6 +37,7 @@ def main() -> None:
             os.write(2, logfmt.fatal(PROG, text))
         sys.exit(TEMPORARY)
 
+    _open_standard_fds()
     try:
         listener = open_listener(opts.host, opts.port, opts.backlog, opts.family)
     except ListenError as exc:
@@ -66,6 +67,19 @@ def main() -> None:
     if null > 1:
         os.close(null)
     serve(listener, opts, inherited_environment(os.environb))
+
+
+def _open_standard_fds() -> None:
+    """Started with fd 0, 1 or 2 closed, the listening socket could take one
+    of those numbers and be replaced by /dev/null below: fill them first."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 if __name__ == "__main__":

@@ -397,3 +397,19 @@ def test_both_servers_follow_a_cdb_from_our_tcprules(pair, tmp_path):
         assert parse_env(server.talk(source="127.0.0.2"))["WHO"] == "two"
         assert server.talk(source="127.0.0.3") == b""
         assert parse_env(server.talk(source="127.0.0.4"))["WHO"] == "default"
+
+
+def test_started_with_stdin_closed(tmp_path):
+    log = open(tmp_path / "s.log", "wb")
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", f'exec {our_program("tcpserver")} -1 -HRl0 127.0.0.1 0 /bin/echo ok <&-'],
+        stdout=subprocess.PIPE, stderr=log, env=PARENT_ENV, start_new_session=True)
+    try:
+        port = int(proc.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            assert s.recv(10) == b"ok\n"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        log.close()
