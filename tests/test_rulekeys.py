@@ -2,7 +2,7 @@
 agreement with the keys our compiler writes."""
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcpserver_py.ruleaddr import ipv4_cidr, ipv6_address
@@ -91,3 +91,53 @@ def test_every_ipv6_cidr_key_is_found_exactly_for_its_addresses(net, length, pro
     inside = (probe >> (128 - length)) == (net >> (128 - length))
     found = keys & set(candidate_keys(canonical_ip(str(probe_addr))))
     assert bool(found) == inside
+
+
+# End to end: compile random IPv4 CIDR rule sets with our tcprules, look
+# clients up the way tcpserver does, and compare with longest-prefix-match
+# (first line among equal prefixes) computed directly.
+@st.composite
+def cidr_rules(draw):
+    rules = []
+    for _ in range(draw(st.integers(1, 12))):
+        length = draw(st.integers(8, 32))
+        net = draw(st.integers(0, 2**16 - 1)) << 16 | draw(st.integers(0, 255)) << 8
+        net = (0x0A000000 | net & 0x00FFFFFF) >> (32 - length) << (32 - length)
+        rules.append((net, length))
+    return rules
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rules=cidr_rules(), probes=st.lists(st.integers(0, 2**24 - 1), min_size=5, max_size=20))
+def test_longest_prefix_wins_end_to_end(rules, probes, tmp_path):
+    import ipaddress
+    import subprocess
+
+    import cdbx
+
+    from conftest import our_program
+
+    source = b"".join(b"%s/%d:allow,LINE=\"%d\"\n" % (str(ipaddress.IPv4Address(net)).encode(),
+                                                        length, n)
+                      for n, (net, length) in enumerate(rules, 1))
+    cdb = tmp_path / "p.cdb"
+    subprocess.run([our_program("tcprules"), str(cdb), str(tmp_path / "p.tmp")],
+                   input=source, check=True, capture_output=True, timeout=60)
+    with open(cdb, "rb") as handle:
+        db = cdbx.CDB(handle, mmap=False)
+        for probe in probes:
+            ip = 0x0A000000 | probe
+            # bias probes towards the rules' own blocks
+            net, length = rules[probe % len(rules)]
+            if probe & 1:
+                ip = net | (probe & ((1 << (32 - length)) - 1))
+            text = str(ipaddress.IPv4Address(ip))
+            found = next((db.get(k) for k in candidate_keys(text) if db.get(k) is not None),
+                         None)
+            matching = [(-length, n) for n, (net, length) in enumerate(rules, 1)
+                        if ip >> (32 - length) == net >> (32 - length)]
+            expected = b"+LINE=%d\0" % min(matching)[1] if matching else None
+            assert found == expected, (text, source)
+        db.close()
