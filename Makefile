@@ -28,10 +28,11 @@ rules: install
 
 # The main job: tcpserver on 127.0.0.1:$(PORT) running smtpd-child with the
 # example rules; control files and the spool live under var/qmail.
+# tcpserver -1 prints the port (useful with PORT=0).
 run: rules
 	@$(BIN)/python -m smtpd_child.setup_local $(VAR)/qmail
-	@echo "SMTP on 127.0.0.1:$(PORT); spooled mail: $(BIN)/smtpd-spool $(VAR)/qmail/spool list"
-	exec $(BIN)/tcpserver -v -HR -l localhost -x $(VAR)/rules/smtp.cdb 127.0.0.1 $(PORT) \
+	@echo "SMTP on 127.0.0.1, port below; read the spool with: $(BIN)/smtpd-spool $(VAR)/qmail/spool list"
+	exec $(BIN)/tcpserver -1 -v -HR -l localhost -x $(VAR)/rules/smtp.cdb 127.0.0.1 $(PORT) \
 	    env QMAILHOME=$(VAR)/qmail $(BIN)/smtpd-child
 
 bench: install
