@@ -127,8 +127,8 @@ def trial(exe: str, concurrency: int, lookups: list[str],
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    seconds = float(argv[0]) if argv else 1.5
-    trials = int(argv[1]) if len(argv) > 1 else 3
+    seconds = float(argv[0]) if argv else 1.0
+    trials = int(argv[1]) if len(argv) > 1 else 5
     if not os.access(C_TCPSERVER, os.X_OK) or not os.access(OURS, os.X_OK):
         print(f"skipped: need {C_TCPSERVER} and {OURS}")
         return 0
