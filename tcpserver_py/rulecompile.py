@@ -200,7 +200,7 @@ class Compiler:
                 return
         record = self._run_record + (lineno - self._run_line)
         try:
-            parsed = parse_line(line)
+            parsed = parse_line(line, self._values)
         except RuleSyntaxError as error:
             raise CompileError(lineno, strip_line(line), error.reason) from None
         if parsed.warning:

@@ -88,8 +88,9 @@ def parse_instruction(text: bytes) -> bytes:
     return b"".join(items)
 
 
-def parse_line(raw: bytes) -> ParsedLine:
-    """Parse one input line (without its `\\n`); raise RuleSyntaxError."""
+def parse_line(raw: bytes, known: dict[bytes, bytes] | None = None) -> ParsedLine:
+    """Parse one input line (without its `\\n`); raise RuleSyntaxError.
+    `known` maps instruction texts already parsed to their values."""
     if not raw or raw[0] == 35:  # "#"
         return SKIP
     line = strip_line(raw)
@@ -104,7 +105,9 @@ def parse_line(raw: bytes) -> ParsedLine:
                                   "or ADDRESS:deny)")
     addr, instruction = line[:colon], line[colon + 1:]
     try:
-        value = parse_instruction(instruction)
+        value = known.get(instruction) if known else None
+        if value is None:
+            value = parse_instruction(instruction)
     except RuleSyntaxError as first_error:
         split = ipv6_split(line)
         if split is None:
