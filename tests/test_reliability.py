@@ -145,6 +145,8 @@ def test_many_connections_limit_no_zombies_no_growth(tmp_path, total, banner):
         assert rss_after - rss_before < 1024
         assert server.proc.poll() is None
         assert "warning" not in server.log()
+        status = open(f"/proc/{server.proc.pid}/status").read()
+        assert "\nThreads:\t1\n" in status          # the parent stays single-threaded
     finally:
         sampler.done.set()
         server.stop()

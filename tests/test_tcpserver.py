@@ -110,6 +110,17 @@ def test_log_lines_match_c_tcpserver(pair, tmp_path, banner):
     assert "tcpserver: end PID status 25600" in ours
 
 
+def test_host_0_serves_ipv4_clients_exactly_like_c(pair):
+    # Ours listens dual-stack on host 0; IPv4 clients must not notice.
+    both = pair(["-v", "-1", "-HRl0", "0", "0", "/usr/bin/env"])
+    envs = {name: parse_env(server.talk(source="127.0.0.2")) for name, server in both.items()}
+    for server in both.values():
+        server.wait_served(1)
+    assert strip_ports(envs["ours"]) == strip_ports(envs["c"])
+    assert envs["ours"]["TCPREMOTEIP"] == "127.0.0.2" and envs["ours"]["PROTO"] == "TCP"
+    assert normalise_log(both["ours"].log()) == normalise_log(both["c"].log())
+
+
 @pytest.mark.parametrize("extra", [[], ["-X"], ["-v", "-p"]])
 def test_missing_rules_file(pair, tmp_path, extra):
     missing = str(tmp_path / "nope.cdb")
