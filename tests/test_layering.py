@@ -15,6 +15,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PURE_MODULES = [
     "tcpserver_py/rulekeys.py",
     "tcpserver_py/ruleparse.py",
+    "tcpserver_py/ruleaddr.py",
+    "tcpserver_py/rulecompile.py",
+    "tcpserver_py/ruleshadow.py",
+    "tcpserver_py/rulecover.py",
     "tcpserver_py/options.py",
     "tcpserver_py/ucspi.py",
     "tcpserver_py/logfmt.py",
