@@ -424,3 +424,19 @@ def test_started_with_stdin_closed(tmp_path):
         proc.wait(timeout=10)
         proc.stdout.close()
         log.close()
+
+
+def test_rules_path_that_is_a_fifo_never_blocks_the_server(tmp_path):
+    fifo = tmp_path / "rules.cdb"
+    os.mkfifo(fifo)
+    server = Server(our_program("tcpserver"),
+                    ["-1", "-HRl0", "-x", str(fifo), "127.0.0.1", "0", "/bin/echo", "x"],
+                    tmp_path / "s.log", env=PARENT_ENV)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5):
+            pass   # this client's child may wait on the FIFO...
+        fifo.unlink()   # ...but the server goes on: a missing file drops the next one
+        assert server.talk() == b""
+        assert server.wait_log(r"unable to read .*: file does not exist")
+    finally:
+        server.stop()
