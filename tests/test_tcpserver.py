@@ -430,13 +430,25 @@ def test_rules_path_that_is_a_fifo_never_blocks_the_server(tmp_path):
     fifo = tmp_path / "rules.cdb"
     os.mkfifo(fifo)
     server = Server(our_program("tcpserver"),
-                    ["-1", "-HRl0", "-x", str(fifo), "127.0.0.1", "0", "/bin/echo", "x"],
+                    ["-v", "-1", "-HRl0", "-x", str(fifo), "127.0.0.1", "0", "/bin/echo", "x"],
                     tmp_path / "s.log", env=PARENT_ENV)
+    clients = []
     try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5):
-            pass   # this client's child may wait on the FIFO...
-        fifo.unlink()   # ...but the server goes on: a missing file drops the next one
-        assert server.talk() == b""
-        assert server.wait_log(r"unable to read .*: file does not exist")
+        # Opening a FIFO with no writer blocks; only the children may wait on it.
+        for expected in (1, 2, 3):
+            clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            assert server.wait_log(rf"^tcpserver: status: {expected}/40$"), server.log()
+        deadline = time.monotonic() + 5
+        while len(server.wait_log(r"^tcpserver: end ", count=3, timeout=0.05)) < 3:
+            try:                       # let the waiting children open it, then EOF
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, server.log()
+        for client in clients:
+            assert client.recv(10) == b""
+        assert len(server.wait_log(r"dropping connection, unable to read ", count=3)) == 3
     finally:
+        for client in clients:
+            client.close()
         server.stop()
