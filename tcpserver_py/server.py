@@ -9,7 +9,6 @@ work (DNS, ident, rules) happens in the child, after the fork.
 
 from __future__ import annotations
 
-import errno
 import gc
 import os
 import select

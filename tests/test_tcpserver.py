@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -233,6 +234,15 @@ def test_concurrency_limit_defers_accept(tmp_path):
         for s in socks:
             s.close()
         server.stop()
+
+
+@pytest.mark.parametrize("flag, nodelay", [("-d", 0), ("-D", 1)])
+def test_nodelay_option_matches_c(pair, flag, nodelay):
+    probe = ("import socket; s = socket.socket(fileno=0); "
+             "print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))")
+    both = pair(["-1", "-HRl0", flag, "127.0.0.1", "0", sys.executable, "-c", probe])
+    for server in both.values():
+        assert server.talk() == b"%d\n" % nodelay
 
 
 def test_limit_zero_never_accepts(tmp_path):
