@@ -126,7 +126,9 @@ def trial(exe: str, concurrency: int, lookups: list[str],
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """`make bench` calls main() with no arguments (the defaults); run
+    directly, the command line may give seconds per trial and trials."""
+    argv = argv or []
     seconds = float(argv[0]) if argv else 1.0
     trials = int(argv[1]) if len(argv) > 1 else 5
     if not os.access(C_TCPSERVER, os.X_OK) or not os.access(OURS, os.X_OK):
@@ -154,4 +156,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
