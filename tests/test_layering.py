@@ -23,6 +23,7 @@ PURE_MODULES = [
     "tcpserver_py/ucspi.py",
     "tcpserver_py/logfmt.py",
     "tcpserver_py/children.py",
+    "tcpserver_py/dnswire.py",
     "smtpd_child/replies.py",
     "smtpd_child/framing.py",
     "smtpd_child/address.py",
