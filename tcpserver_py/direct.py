@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import stat
 
 from . import logfmt
 from .options import Options, VERBOSE
@@ -64,13 +63,8 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
         local_ip = local_ip[7:]
     rule = None
     if opts.rules is not None:
-        # Only a regular file is read here: opening a FIFO (or a device)
-        # could block the parent and with it every client.
-        try:
-            if not stat.S_ISREG(os.stat(opts.rules).st_mode):
-                return None
-        except OSError:
-            return None
+        # find_rule never blocks (O_NONBLOCK, regular files only), so the
+        # parent can read the rules without risk to the other clients.
         try:
             found = find_rule(opts.rules, remote_ip)
         except RulesReadError:

@@ -39,6 +39,7 @@ _TEXTS = {
     errno.EDQUOT: "disk quota exceeded",
     errno.ENOTSOCK: "not a socket",
     errno.EAFNOSUPPORT: "address family not supported",
+    errno.ENOEXEC: "exec format error",
 }
 
 

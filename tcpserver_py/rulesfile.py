@@ -8,6 +8,8 @@ place can never kill the caller with SIGBUS.
 from __future__ import annotations
 
 import errno
+import os
+import stat
 
 import cdbx
 
@@ -34,8 +36,14 @@ def find_rule(path: str, ip: str, host: bytes | None = None,
     except for a missing file under -X, which they check via `.errno`.
     """
     try:
-        with open(path, "rb") as handle:
-            db = cdbx.CDB(handle, mmap=False)
+        # O_NONBLOCK, as the original's open_read: a FIFO put in place of the
+        # cdb must never block the caller.  Only a regular file is a cdb.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EISDIR if stat.S_ISDIR(mode) else errno.EPROTO, path)
+            db = cdbx.CDB(fd, mmap=False)
             try:
                 for key in candidate_keys(ip, host, info):
                     data = db.get(key)
@@ -43,6 +51,8 @@ def find_rule(path: str, ip: str, host: bytes | None = None,
                         return key, decode_value(data)
             finally:
                 db.close()
+        finally:
+            os.close(fd)
     except OSError as exc:
         err = exc.errno
         if err is None or err == 0:
