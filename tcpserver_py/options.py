@@ -114,16 +114,18 @@ def _apply(values: dict, opt: str, arg: str | None, env: Mapping[str, str]) -> N
         values["per_ip_message"] = as_bytes(arg)
 
 
-def parse_args(argv: list[str], env: Mapping[str, str] | None = None) -> Options:
-    """Parse argv (without the program name).  Raises UsageError."""
-    env = env or {}
-    values: dict = {}
+def getopt(argv: list[str], with_argument: str) -> tuple[list[tuple[str, str | None]], int]:
+    """djb getopt: the (option, argument) pairs in order, and the index of the
+    first word after the options.  Flags may be clustered; an option in
+    `with_argument` takes the rest of its word or the next word; `--` or the
+    first word not starting with `-` ends the options.  An option whose
+    argument is missing is the last pair, with argument None."""
+    pairs: list[tuple[str, str | None]] = []
     index = 0
     while index < len(argv):
         word = argv[index]
         if word == "--":
-            index += 1
-            break
+            return pairs, index + 1
         if not word.startswith("-") or word == "-":
             break
         index += 1
@@ -131,19 +133,31 @@ def parse_args(argv: list[str], env: Mapping[str, str] | None = None) -> Options
         while pos < len(word):
             opt = word[pos]
             pos += 1
-            if opt in WITH_ARGUMENT:
+            if opt in with_argument:
                 if pos < len(word):
-                    arg = word[pos:]
+                    pairs.append((opt, word[pos:]))
                 elif index < len(argv):
-                    arg = argv[index]
+                    pairs.append((opt, argv[index]))
                     index += 1
                 else:
-                    raise UsageError([f"{PROG}: option requires an argument -- {opt}", USAGE], False)
-                _apply(values, opt, arg, env)
+                    pairs.append((opt, None))
+                    return pairs, index
                 break
-            if opt not in FLAGS:
-                raise UsageError([f"{PROG}: illegal option -- {opt}", USAGE], False)
-            _apply(values, opt, None, env)
+            pairs.append((opt, None))
+    return pairs, index
+
+
+def parse_args(argv: list[str], env: Mapping[str, str] | None = None) -> Options:
+    """Parse argv (without the program name).  Raises UsageError."""
+    env = env or {}
+    values: dict = {}
+    pairs, index = getopt(argv, WITH_ARGUMENT)
+    for opt, arg in pairs:
+        if opt in WITH_ARGUMENT and arg is None:
+            raise UsageError([f"{PROG}: option requires an argument -- {opt}", USAGE], False)
+        if opt not in FLAGS and opt not in WITH_ARGUMENT:
+            raise UsageError([f"{PROG}: illegal option -- {opt}", USAGE], False)
+        _apply(values, opt, arg, env)
     rest = argv[index:]
     if len(rest) < 3:
         # The original silences stderr (-q) only once the options are read,
@@ -172,40 +186,23 @@ class TcpEnvOptions:
 def parse_tcpenv_args(argv: list[str]) -> TcpEnvOptions | None:
     """Parse tcp-env's argv (without its name); None when no program is given."""
     values: dict = {}
-    index = 0
-    while index < len(argv):
-        word = argv[index]
-        if word == "--":
-            index += 1
-            break
-        if not word.startswith("-") or word == "-":
-            break
-        index += 1
-        pos = 1
-        while pos < len(word):
-            opt = word[pos]
-            pos += 1
-            if opt in "txl":
-                if pos < len(word):
-                    arg = word[pos:]
-                elif index < len(argv):
-                    arg = argv[index]
-                    index += 1
-                else:
-                    return None
-                if opt == "t":
-                    values["ident_timeout"] = scan_number(arg)
-                elif opt == "x":
-                    values["rules"] = arg
-                else:
-                    values["local_name"] = as_bytes(arg)
-                break
-            flags = {"r": ("ident", True), "R": ("ident", False),
-                     "X": ("rules_missing_ok", True), "h": ("remote_host_lookup", True),
-                     "H": ("remote_host_lookup", False)}
-            if opt in flags:        # anything else is ignored, as qmail's does
-                name, value = flags[opt]
-                values[name] = value
+    pairs, index = getopt(argv, "txl")
+    flags = {"r": ("ident", True), "R": ("ident", False),
+             "X": ("rules_missing_ok", True), "h": ("remote_host_lookup", True),
+             "H": ("remote_host_lookup", False)}
+    for opt, arg in pairs:
+        if opt in "txl":
+            if arg is None:
+                return None
+            if opt == "t":
+                values["ident_timeout"] = scan_number(arg)
+            elif opt == "x":
+                values["rules"] = arg
+            else:
+                values["local_name"] = as_bytes(arg)
+        elif opt in flags:          # anything else is ignored, as qmail's does
+            name, value = flags[opt]
+            values[name] = value
     if index >= len(argv):
         return None
     return TcpEnvOptions(program=tuple(argv[index:]), **values)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterable, Iterator
 
 IPV6_NIBBLES = 32
 
@@ -69,16 +69,22 @@ def candidate_keys(ip: str, host: bytes | None = None,
     be empty, which gives the key ``@IP`` exactly as the original does).
     """
     host_key, prefixes = ip_keys(ip)
-    ipb = host_key.encode("ascii")
+    return _keys_in_order(host_key.encode("ascii"),
+                          (prefix.encode("ascii") for prefix in prefixes), host, info)
+
+
+def _keys_in_order(ip_key: bytes, prefixes: Iterable[bytes], host: bytes | None,
+                   info: bytes | None) -> Iterator[bytes]:
+    """info@ip, info@=host, ip, =host, the address prefixes (longest first),
+    =.suffixes of host (longest first), =, and the empty key."""
     if info is not None:
-        yield info + b"@" + ipb
+        yield info + b"@" + ip_key
         if host is not None:
             yield info + b"@=" + host
-    yield ipb
+    yield ip_key
     if host is not None:
         yield b"=" + host
-    for prefix in prefixes:
-        yield prefix.encode("ascii")
+    yield from prefixes
     if host is not None:
         dot = host.find(b".")
         while dot != -1:
@@ -141,20 +147,5 @@ def text_candidate_keys(ip: bytes, host: bytes | None = None,
     way the original tcprulescheck treats whatever TCPREMOTEIP holds: every
     prefix of it that ends in `.`, longest first (the whole text too if it
     ends in `.`).  For a dotted quad this equals candidate_keys()."""
-    if info is not None:
-        yield info + b"@" + ip
-        if host is not None:
-            yield info + b"@=" + host
-    yield ip
-    if host is not None:
-        yield b"=" + host
-    for end in range(len(ip), 0, -1):
-        if ip[end - 1] == 0x2E:  # "."
-            yield ip[:end]
-    if host is not None:
-        dot = host.find(b".")
-        while dot != -1:
-            yield b"=" + host[dot:]
-            dot = host.find(b".", dot + 1)
-        yield b"="
-    yield b""
+    prefixes = (ip[:end] for end in range(len(ip), 0, -1) if ip[end - 1] == 0x2E)  # "."
+    return _keys_in_order(ip, prefixes, host, info)
