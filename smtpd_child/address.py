@@ -25,6 +25,18 @@ def parse_path(arg: bytes, local_ip_host=None, is_local_ip=None):
     local_ip_host: replacement for `[d.d.d.d]` domains naming this host (None:
     never rewrite); is_local_ip(str) -> bool decides which addresses are ours.
     """
+    nul = arg.find(b"\0")
+    if nul >= 0:
+        # qmail reads the argument as a C string, up to the NUL.  A NUL after
+        # the path changes nothing; one that changes the path is refused.
+        address = _parse(arg, local_ip_host, is_local_ip)
+        if address != _parse(arg[:nul], local_ip_host, is_local_ip):
+            return None
+        return address
+    return _parse(arg, local_ip_host, is_local_ip)
+
+
+def _parse(arg, local_ip_host, is_local_ip):
     terminator = b">"
     lt = arg.find(b"<")
     if lt >= 0:
@@ -82,18 +94,19 @@ def _rewrite_local_literal(address: bytes, local_ip_host: bytes, is_local_ip) ->
 
 
 def ipv4_text(text: bytes):
-    """Canonical dotted quad for `d.d.d.d`, or None if it is not one."""
+    """Canonical dotted quad for `d.d.d.d`, or None if it is not one.
+
+    As qmail's ip_scan(): each part is one or more digits, stored in a byte,
+    so `0127` is 127 and `257` is 1.
+    """
     parts = text.split(b".")
     if len(parts) != 4:
         return None
     numbers = []
     for part in parts:
-        if not part or len(part) > 3 or not part.isdigit():
+        if not part or not part.isdigit() or not part.isascii():
             return None
-        value = int(part)
-        if value > 255:
-            return None
-        numbers.append(str(value))
+        numbers.append(str(int(part) % 256))
     return ".".join(numbers)
 
 

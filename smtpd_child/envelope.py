@@ -1,6 +1,7 @@
 """The qmail-queue envelope and qmail-smtpd's Received line (pure; clock passed in)."""
 
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.@%+/=:-[]")
+# netqmail 1.06's received.c issafe(); notqmail later added `[` and `]`.
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.@%+/=:-")
 _MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
            b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
 
@@ -41,7 +42,7 @@ def parse_envelope(data: bytes):
 
 
 def safe(text: bytes) -> bytes:
-    """qmail's safeput(): every byte outside [A-Za-z0-9.@%+/=:-[]] becomes `?`."""
+    """qmail's safeput(): every byte outside A-Za-z0-9 and `.@%+/=:-` becomes `?`."""
     return bytes(ch if ch in _SAFE else 0x3F for ch in text)
 
 

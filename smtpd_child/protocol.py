@@ -196,8 +196,14 @@ class Session:
     # -- commands -----------------------------------------------------------
 
     def _command(self, line):
+        # As qmail's C reader: the verb ends at the first space or NUL; a NUL
+        # before any space leaves no argument.  MAIL and RCPT keep the rest of
+        # their argument so that a NUL in or before the path is seen and refused.
         space = line.find(b" ")
-        if space < 0:
+        nul = line.find(b"\0", 0, space if space >= 0 else len(line))
+        if nul >= 0:
+            verb, arg = line[:nul], b""
+        elif space < 0:
             verb, arg = line, b""
         else:
             verb, arg = line[:space], line[space:].lstrip(b" ")
@@ -209,12 +215,12 @@ class Session:
 
     def _helo(self, arg):
         self.seenmail = False
-        self.helo = arg
+        self.helo = arg.split(b"\0", 1)[0]       # a C string: the name ends at a NUL
         self._reply(replies.helo(self.config.greeting), flush=True)
 
     def _ehlo(self, arg):
         self.seenmail = False
-        self.helo = arg
+        self.helo = arg.split(b"\0", 1)[0]
         self._reply(replies.ehlo(self.config.greeting, self.config.databytes), flush=True)
 
     def _mail(self, arg):
@@ -225,6 +231,9 @@ class Session:
         declared = esmtp_size(arg)
         limit = self.config.databytes
         if limit and declared is not None and declared > limit:
+            # Unlike a 555 (qmail leaves the transaction alone), this refusal
+            # ends it: a pipelined RCPT or DATA must not join the previous one.
+            self.seenmail = False
             self._reply(replies.DATABYTES)
             return
         self.sender_is_bad = self.config.policy.sender_is_bad(address)

@@ -35,6 +35,13 @@ def parse(arg):
     (b"TO:<u@[IPv6:::1]>", b"u@[IPv6:::1]"),
     (b"TO:<a@[127.0.0.1]@[127.0.0.1]>", b"a@[127.0.0.1]@mail.example.com"),  # last @ only
     (b"TO:<u@127.0.0.1>", b"u@127.0.0.1"),
+    # qmail's ip_scan: any number of digits, each part kept modulo 256
+    (b"TO:<u@[0127.0.0.1]>", b"u@mail.example.com"),
+    (b"TO:<u@[127.0.0.257]>", b"u@mail.example.com"),
+    (b"TO:<u@[127.0.0.1 ]>", b"u@[127.0.0.1 ]"),
+    (b"TO:<u@[127.0.0.1]x>", b"u@[127.0.0.1]x"),
+    (b"TO:<u@[127.0.0]>", b"u@[127.0.0]"),
+    (b"TO:<u@[127.0.0.+1]>", b"u@[127.0.0.+1]"),
 ])
 def test_qmail_parsing(arg, expected):
     assert parse(arg) == expected
@@ -70,7 +77,15 @@ def test_helpers():
     assert split_address(b"a@b@c") == (b"a@b", b"c")
     assert split_address(b"postmaster") == (b"postmaster", None)
     assert ipv4_text(b"127.000.0.1") == "127.0.0.1"
-    assert ipv4_text(b"256.0.0.1") is None and ipv4_text(b"1.2.3") is None
+    assert ipv4_text(b"256.0.0.1") == "0.0.0.1" and ipv4_text(b"1.2.3") is None
+    assert ipv4_text(b"1.2.3.4.") is None and ipv4_text(b"1..3.4") is None
     assert esmtp_size(b"FROM:<a@b> BODY=8BITMIME size=1234") == 1234
     assert esmtp_size(b"FROM:<a@b> SIZE=x") is None
     assert esmtp_size(b"FROM:a@b SIZE=5") is None
+
+
+def test_nul_after_the_path_is_ignored_but_not_inside_or_before_it():
+    assert parse(b"TO:<u@example.com>\x00x") == b"u@example.com"
+    assert parse(b"TO:u@example.com \x00x") == b"u@example.com"
+    assert parse(b"TO:u@example.com\x00<x@example.com>") is None
+    assert parse(b"TO:\x00<x@example.com>") is None

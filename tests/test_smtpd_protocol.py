@@ -142,11 +142,27 @@ TRANSCRIPTS = [
                             b"MAIL FROM:<a@b.test> SIZE=100", b"QUIT"),
      b"250-mail.example.com\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 1000\r\n"
      + replies.DATABYTES + replies.MAIL_FIRST + replies.OK + BYE),
+    # qmail's command reader is C: a NUL ends the verb (and the argument when it
+    # comes before any space), so `NOOP\0junk` is NOOP and `MAIL\0...` a null sender.
+    ("nul-ends-the-verb", lines(b"NOOP\x00junk", b"MAIL\x00FROM:<a@b.test>",
+                                b"RCPT TO:<u@example.com>\x00junk", b"QUIT\x00now"),
+     replies.OK * 3 + BYE),
+    # A NUL that changes what qmail would see as the path is refused, never ignored.
+    ("nul-before-the-path", lines(b"MAIL FROM:<a@b.test>",
+                                  b"RCPT TO:victim@other.test\x00<x@example.com>",
+                                  b"RCPT TO:<u@example.com>", b"QUIT"),
+     replies.OK + replies.SYNTAX + replies.OK + BYE),
+    # A refused declared size ends the transaction: a pipelined RCPT/DATA must not
+    # join the previous one.
+    ("declared-size-ends-transaction", lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>",
+                                             b"MAIL FROM:<c@d.test> SIZE=5000",
+                                             b"RCPT TO:<u@example.com>", b"DATA", b"QUIT"),
+     replies.OK * 2 + replies.DATABYTES + replies.MAIL_FIRST * 2 + BYE),
 ]
 
 
 def config_for(name):
-    if name == "declared-size":
+    if name.startswith("declared-size"):
         return make_config(databytes=1000)
     return make_config()
 
@@ -183,6 +199,18 @@ def test_received_without_helo_and_with_empty_helo():
     assert first.startswith(b"Received: from Client.Test (id?user@127.0.0.1)\n")
     assert second.startswith(b"Received: from Client.Test (HELO ) (id?user@127.0.0.1)\n")
     assert queue.committed[0][:2] == (b"", [b"u@example.com"])
+
+
+def test_received_uses_netqmail_safe_characters_and_nul_ends_helo():
+    # netqmail 1.06's received.c keeps only A-Za-z0-9 and . @ % + / = : - ;
+    # brackets of an address literal become `?` (notqmail later kept them).
+    client = lines(b"HELO [192.0.2.9]", b"MAIL FROM:<>", b"RCPT TO:<u@example.com>", b"DATA",
+                   b".", b"HELO client.test\x00junk", b"MAIL FROM:<>",
+                   b"RCPT TO:<u@example.com>", b"DATA", b".", b"QUIT")
+    _, queue, _ = drive(client, make_config(remotehost=b"[x]_#", remoteip=b"[::1]"))
+    first, second = (message for _, _, message in queue.committed)
+    assert first.startswith(b"Received: from ?x??? (HELO ?192.0.2.9?) (?::1?)\n")
+    assert second.startswith(b"Received: from ?x??? (HELO client.test) (?::1?)\n")
 
 
 def test_second_data_needs_mail_again():
