@@ -17,6 +17,7 @@ from smtpd_child.protocol import SessionConfig
 DEFAULT_QMAILHOME = "/var/qmail"
 DEFAULT_TIMEOUT = 1200          # qmail's timeoutsmtpd default, seconds per read
 DEFAULT_DEADLINE = 3600         # whole session, seconds (SMTPD_DEADLINE overrides)
+MAX_SECONDS = 10 ** 8           # about three years: longer waits would overflow select()
 SPOOL_DIRNAME = "spool"
 
 
@@ -70,7 +71,8 @@ def control_list(path):
     for line in data.split(b"\n"):
         line = _strip(line)
         if line and not line.startswith(b"#"):
-            entries.append(line)
+            # qmail's constmap takes NUL-separated entries: a NUL splits a line.
+            entries.extend(line.split(b"\0"))
     return entries
 
 
@@ -118,7 +120,8 @@ def local_ipv4_checker(tcplocalip):
 
     def is_local_ip(ip: str) -> bool:
         if not found:
-            found.append(_interface_addresses() | {"127.0.0.1", tcplocalip})
+            # netqmail's ipme_init() counts 0.0.0.0 ("this host") as local too.
+            found.append(_interface_addresses() | {"0.0.0.0", "127.0.0.1", tcplocalip})
         return ip in found[0]
     return is_local_ip
 
@@ -161,7 +164,7 @@ def load(environ=None, clock=None) -> Settings:
         local_ip_host = me
 
     timeout = control_int(os.path.join(control, "timeoutsmtpd"), DEFAULT_TIMEOUT)
-    timeout = max(timeout, 1)
+    timeout = min(max(timeout, 1), MAX_SECONDS)
     databytes = control_int(os.path.join(control, "databytes"), 0)
     if "DATABYTES" in environ:
         databytes = leading_number(os.fsencode(environ["DATABYTES"])) or 0
@@ -191,11 +194,12 @@ def load(environ=None, clock=None) -> Settings:
         remotehost=_env(environ, "TCPREMOTEHOST", b"unknown"),
         remoteip=_env(environ, "TCPREMOTEIP", b"unknown"),
         remoteinfo=_env(environ, "TCPREMOTEINFO"),
-        local=_env(environ, "TCPLOCALHOST") or _env(environ, "TCPLOCALIP", b"unknown"),
+        local=_env(environ, "TCPLOCALHOST", _env(environ, "TCPLOCALIP", b"unknown")),
         clock=clock or (lambda: 0),
     )
 
     deadline = leading_number(os.fsencode(environ.get("SMTPD_DEADLINE", ""))) or DEFAULT_DEADLINE
+    deadline = min(deadline, MAX_SECONDS)
     queue_program = environ.get("QMAILQUEUE") or None
     if queue_program is None:
         candidate = os.path.join(home, "bin", "qmail-queue")

@@ -40,6 +40,7 @@ class Output:
     def __init__(self, fd: int, timeout: float):
         self.fd = fd
         self.timeout = timeout
+        self.deadline = None        # monotonic time; a slow reader cannot outlive it
         self.pending = bytearray()
 
     def add(self, data: bytes) -> None:
@@ -50,7 +51,10 @@ class Output:
             try:
                 written = os.write(self.fd, self.pending)
             except BlockingIOError:
-                if not select.select([], [self.fd], [], self.timeout)[1]:
+                wait = self.timeout
+                if self.deadline is not None:
+                    wait = min(wait, self.deadline - time.monotonic())
+                if wait <= 0 or not select.select([], [self.fd], [], wait)[1]:
                     raise Finished(1) from None    # qmail: write timeout exits silently
                 continue
             except OSError:
@@ -68,8 +72,9 @@ class Driver:
 
     def run(self, started: float) -> int:
         try:
-            self.perform(self.session.greeting())
             deadline = started + self.settings.deadline
+            self.output.deadline = deadline
+            self.perform(self.session.greeting())
             while True:
                 self.output.flush()            # before every blocking read (pipelining)
                 data = self.read(deadline)
@@ -102,6 +107,8 @@ class Driver:
                 ready = select.select([0], [], [], wait)[0]
             except InterruptedError:
                 continue
+            except OSError:
+                return b""                      # fd 0 unusable (closed): a read error
             if not ready:
                 self.fail(replies.TIMEOUT if wait == self.settings.timeout
                           else replies.SESSION_DEADLINE)

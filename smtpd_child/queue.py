@@ -212,16 +212,27 @@ class Spool:
             return replies.queue_failure(replies.qq_status(53))
         tmp_path = os.path.join(self.directory, "tmp", self.name)
         new_dir = os.path.join(self.directory, "new")
+        new_path = os.path.join(new_dir, self.name)
+        renamed = False
         try:
             self.file.flush()
             os.fsync(self.file.fileno())
             self.file.close()
             self.file = None
-            os.rename(tmp_path, os.path.join(new_dir, self.name))
+            os.rename(tmp_path, new_path)
+            renamed = True
             _fsync_directory(new_dir)
         except OSError:
+            if renamed:
+                # Not known to be durable, so the answer is 451 and the client
+                # will send it again: withdraw this copy rather than deliver twice.
+                try:
+                    os.unlink(new_path)
+                except OSError:
+                    pass
             self._discard()
             return replies.queue_failure(replies.qq_status(53))
+        self.name = None
         return replies.accepted(self.clock(), os.getpid())
 
     def _discard(self):
@@ -236,6 +247,7 @@ class Spool:
                 os.unlink(os.path.join(self.directory, "tmp", self.name))
             except OSError:
                 pass
+            self.name = None
 
 
 def _fsync_directory(path):

@@ -26,16 +26,28 @@ def message_path(spool: str, ident: str) -> str:
     return os.path.join(spool, "new", ident)
 
 
-def read_message(path: str):
+class Unreadable(Exception):
+    pass
+
+
+def load_message(path: str):
+    """(sender, recipients, message); Unreadable with a one-line reason."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        fail(f"unable to read {path}: {e.strerror}")
+        raise Unreadable(f"unable to read {path}: {e.strerror}") from None
     parsed = spoolfile.parse(data)
     if parsed is None:
-        fail(f"{path} is not a spool file")
+        raise Unreadable(f"{path} is not a spool file")
     return parsed
+
+
+def read_message(path: str):
+    try:
+        return load_message(path)
+    except Unreadable as e:
+        fail(str(e))
 
 
 def show_address(address: bytes) -> str:
@@ -48,10 +60,23 @@ def list_messages(spool: str) -> None:
         names = sorted(os.listdir(new), key=lambda n: (n.split(".")[0].zfill(20), n))
     except OSError as e:
         fail(f"unable to list {new}: {e.strerror}")
+    problems = 0
+    out = sys.stdout.buffer
     for name in names:
-        sender, recipients, message = read_message(os.path.join(new, name))
-        print(name, len(message), show_address(sender),
-              " ".join(show_address(r) for r in recipients))
+        # One bad file is reported and skipped: the rest of the spool still shows.
+        try:
+            sender, recipients, message = load_message(os.path.join(new, name))
+        except Unreadable as e:
+            sys.stdout.flush()
+            print(f"smtpd-spool: {e}", file=sys.stderr)
+            problems += 1
+            continue
+        line = " ".join([name, str(len(message)), show_address(sender)]
+                        + [show_address(r) for r in recipients])
+        out.write(os.fsencode(line) + b"\n")
+    out.flush()
+    if problems:
+        sys.exit(111)
 
 
 def show_message(spool: str, ident: str) -> None:
@@ -75,14 +100,22 @@ def remove_message(spool: str, ident: str) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
-    if len(args) == 2 and args[1] == "list":
-        list_messages(args[0])
-    elif len(args) == 3 and args[1] == "show":
-        show_message(args[0], args[2])
-    elif len(args) == 3 and args[1] == "remove":
-        remove_message(args[0], args[2])
-    else:
-        fail(USAGE, 100)
+    try:
+        if len(args) == 2 and args[1] == "list":
+            list_messages(args[0])
+        elif len(args) == 3 and args[1] == "show":
+            show_message(args[0], args[2])
+        elif len(args) == 3 and args[1] == "remove":
+            remove_message(args[0], args[2])
+        else:
+            fail(USAGE, 100)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as cat would.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        sys.exit(111)
 
 
 if __name__ == "__main__":

@@ -304,3 +304,65 @@ def test_byte_by_byte_client_gets_the_same_replies(tmp_path):
                 for line in out.split(b"\r\n")]
     assert strip_queue_id(bytewise) == strip_queue_id(whole)
     assert len(spooled(home)) == 2
+
+
+def test_empty_tcplocalhost_is_kept_as_qmail_does(tmp_path):
+    from smtpd_child import config
+    home = make_home(tmp_path)
+    settings = config.load({"QMAILHOME": str(home), "TCPLOCALHOST": "", "TCPLOCALIP": "10.1.2.3"})
+    assert settings.session.local == b""          # qmail: set-but-empty is not missing
+    settings = config.load({"QMAILHOME": str(home), "TCPLOCALIP": "10.1.2.3"})
+    assert settings.session.local == b"10.1.2.3"
+    assert settings.session.remotehost == b"unknown" and settings.session.remoteinfo is None
+
+
+def test_zero_address_is_this_host_for_localiphost(tmp_path):
+    # netqmail 1.06 ipme_init() lists 0.0.0.0 as one of this host's addresses.
+    from smtpd_child import config
+    assert config.local_ipv4_checker("")("0.0.0.0")
+    assert config.local_ipv4_checker("")("127.0.0.1")
+    assert not config.local_ipv4_checker("")("192.0.2.77")
+
+
+def test_nul_in_a_list_control_line_separates_entries(tmp_path):
+    # qmail's constmap splits the list at NUL bytes, after trailing whitespace went.
+    from smtpd_child import config
+    path = tmp_path / "rcpthosts"
+    path.write_bytes(b"other.test \0example.com \t\n#x\0y\n\n")
+    assert config.control_list(str(path)) == [b"other.test ", b"example.com"]
+
+
+@pytest.mark.parametrize("huge", ["timeoutsmtpd", "SMTPD_DEADLINE"])
+def test_huge_timeouts_still_serve(tmp_path, fake_queue, huge):
+    # The timeout is also the queue program's limit: it must stay usable by select().
+    script, qout = fake_queue
+    value = "9" * 30
+    home = make_home(tmp_path, **({"timeoutsmtpd": value + "\n"} if huge == "timeoutsmtpd" else {}))
+    env = {"SMTPD_DEADLINE": value} if huge == "SMTPD_DEADLINE" else {}
+    out, err, code = run_child(home, SESSION, QMAILQUEUE=str(script), OUT=str(qout), **env)
+    assert b"\r\n250 ok " in out and out.endswith(b"221 mail.example.com\r\n"), err
+    assert code == 0 and b"internal error" not in err
+
+
+def test_closed_stdin_is_a_read_error(tmp_path):
+    home = make_home(tmp_path)
+    out, err, code = run_child(home, b"", preexec_fn=lambda: os.close(0))
+    assert out == b"220 mail.example.com ESMTP\r\n" and code == 1
+    assert err == b""        # a read error: exit 1, no reply, nothing on stderr
+
+
+def test_output_deadline_bounds_a_client_that_does_not_read():
+    from smtpd_child.main import Finished, Output
+    read_end, write_end = os.pipe()
+    try:
+        os.set_blocking(write_end, False)
+        output = Output(write_end, timeout=60)
+        output.deadline = time.monotonic() + 0.5
+        output.add(b"x" * (4 << 20))                 # more than any pipe holds
+        started = time.monotonic()
+        with pytest.raises(Finished):
+            output.flush()
+        assert time.monotonic() - started < 5
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -89,6 +89,42 @@ def test_spool_failure_is_temporary_and_leaves_nothing(spool, monkeypatch):
     assert listing(spool, "new") == [] and listing(spool, "tmp") == []
 
 
+def test_spool_directory_fsync_failure_withdraws_the_message(spool, monkeypatch):
+    # A 451 tells the client to send again: the file must not stay in new/ as well.
+    import smtpd_child.queue as queue_module
+
+    def broken(path):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(queue_module, "_fsync_directory", broken)
+    spool.open(b"a@b.test", [b"u@example.org"])
+    spool.write(b"x\n")
+    assert spool.commit() == b"451 qq write error or disk full (#4.3.0)\r\n"
+    assert listing(spool, "new") == [] and listing(spool, "tmp") == []
+
+
+def test_spool_tool_survives_a_closed_pipe_and_foreign_files(spool):
+    import subprocess
+    from conftest import our_program
+    for _ in range(400):
+        spool.open(b"a@b.test", [b"u@example.org"])
+        spool.write(b"x\n")
+        assert spool.commit().startswith(b"250 ")
+    with open(os.path.join(spool.directory, "new", "0.stray"), "wb") as f:
+        f.write(b"not a spool file")
+    lister = subprocess.Popen([our_program("smtpd-spool"), spool.directory, "list"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = lister.stdout.read(10)
+    lister.stdout.close()                      # like `| head -c 10`
+    err = lister.stderr.read()
+    lister.wait(timeout=20)
+    assert first and b"Traceback" not in err
+    listed = subprocess.run([our_program("smtpd-spool"), spool.directory, "list"],
+                            capture_output=True, timeout=20)
+    # the stray file is reported, the 400 messages are still listed
+    assert listed.stdout.count(b"\n") == 400 and listed.returncode == 111
+    assert listed.stderr.startswith(b"smtpd-spool: ") and b"0.stray" in listed.stderr
+
+
 def test_spool_directory_missing_refuses_open(tmp_path):
     assert not Spool(str(tmp_path / "absent"), lambda: NOW).open(b"", [b"u@example.org"])
 
