@@ -45,6 +45,17 @@ TRICKS_REFUSED = [
     b"TO:<user@evilexample.com>", b"TO:<user@example.com.other.test>",
     b"TO:<user@[192.0.2.1]>", b"TO:<user@[IPv6:::1]>", b"TO:<user@127.0.0.1>",
     b"TO:<user@other.test >", b"user@other.test", b"TO:<>", b"TO:<relaytest@other.test>",
+    # case, trailing dots, non-ASCII (only ASCII letters fold, as qmail's case_lowerb)
+    b"TO:<user@EXAMPLE.COM.>", b"TO:<user@example.com..>", b"TO:<user@.example.com>",
+    b"TO:<user@sub.example.com>", "TO:<user@exämple.com>".encode(),
+    "TO:<user@EXAMPLE.COM。>".encode(), b"TO:<user@xn--exmple-cua.com>",
+    # literals and routes pointing out, the last `@` decides
+    b"TO:<user@[127.0.0.1]@other.test>", b"TO:<user@[127.0.0.1].other.test>",
+    b"TO:<@[127.0.0.1],@example.com:user@other.test>", b"TO:<user@other.test (x)>",
+    b'TO:<"user@other.test">', b"TO:<user@other.test\\>",
+    # postmaster only without a domain, and never with relay characters
+    b"TO:<postmaster@other.test>", b"TO:<postmaster%other.test>", b"TO:<postmaster!other.test>",
+    b"TO:<postmaster@other.test@example.com>", b"TO:<postmaster@>",
 ]
 # Refused whoever the client is: control bytes can never reach the envelope.
 TRICKS_ALWAYS_REFUSED = [b"TO:<victim@other.test\x00Tx@example.com>",
@@ -53,7 +64,9 @@ TRICKS_ALWAYS_REFUSED = [b"TO:<victim@other.test\x00Tx@example.com>",
 TRICKS_ACCEPTED = [
     b"TO:<@example.com,@other.test:user@example.com>", b"TO:<USER@EXAMPLE.COM>",
     b"TO:<user@[127.0.0.1]>", b"TO: <u@example.com>", b"TO:user@example.com extra",
-    b"TO:<postmaster>", b"TO:<Postmaster>",
+    b"TO:<postmaster>", b"TO:<Postmaster>", b"TO:<POSTMASTER>", b'TO:<"postmaster">',
+    b"TO:<user@Mail.Example.COM>", b'TO:<"user"@example.com>', b"TO:<user@ex\\ample.com>",
+    b"TO:<user@[0.0.0.0]>",        # netqmail: 0.0.0.0 is this host, so mail.example.com
 ]
 
 

@@ -7,6 +7,7 @@ import time
 
 import cdbx
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import our_program
 from smtpd_child import replies
@@ -366,3 +367,29 @@ def test_output_deadline_bounds_a_client_that_does_not_read():
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+_COMMANDS = [b"HELO x", b"EHLO \x00y", b"MAIL FROM:<a@b.test>", b"MAIL FROM:<a@b> SIZE=99999",
+             b"RCPT TO:<u@example.com>", b"RCPT TO:<u@other.test>", b"RCPT <\"x\\", b"DATA",
+             b".", b"..x", b"RSET", b"NOOP", b"VRFY", b"Received: x", b"", b"\r", b"x" * 600]
+
+
+@pytest.mark.timeout(90)
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.one_of(st.binary(max_size=64),
+                          st.sampled_from(_COMMANDS).map(lambda c: c + b"\r\n")), max_size=25),
+       st.booleans())
+def test_whole_program_over_pipes_never_raises(tmp_path_factory, pieces, quit_at_end):
+    """Random bytes and commands through the real process: replies only, no traceback."""
+    home = make_home(tmp_path_factory.mktemp("fuzz"), databytes="200\n")
+    client = b"".join(pieces) + (b"QUIT\r\n" if quit_at_end else b"")
+    out, err, code = run_child(home, client, timeout=30)
+    assert b"Traceback" not in err and b"internal error" not in err, err
+    assert code in (0, 1)
+    assert out.endswith(b"\r\n")
+    for line in out[:-2].split(b"\r\n"):
+        assert line[:3].isdigit() and line[3:4] in (b" ", b"-"), out
+    tmp = home / "spool" / "tmp"
+    assert not tmp.exists() or list(tmp.iterdir()) == []     # nothing half-written left
+    for path in spooled(home):
+        assert spoolfile_message(path)
