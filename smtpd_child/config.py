@@ -200,7 +200,8 @@ def load(environ=None, clock=None) -> Settings:
 
     deadline = leading_number(os.fsencode(environ.get("SMTPD_DEADLINE", ""))) or DEFAULT_DEADLINE
     deadline = min(deadline, MAX_SECONDS)
-    queue_program = environ.get("QMAILQUEUE") or None
+    # Set but empty is still set: qmail would exec "" and answer 451, so do we.
+    queue_program = environ.get("QMAILQUEUE")
     if queue_program is None:
         candidate = os.path.join(home, "bin", "qmail-queue")
         if os.path.exists(candidate):

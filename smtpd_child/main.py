@@ -168,7 +168,7 @@ def main() -> None:
     for warning in settings.warnings:
         log(warning)
     output.timeout = settings.timeout
-    if settings.queue_program:
+    if settings.queue_program is not None:
         queue = QueueProgram(settings.queue_program, clock, os.environ, settings.timeout)
     else:
         queue = Spool(settings.spool_dir, clock)

@@ -55,7 +55,7 @@ class QueueProgram:
                 file_actions=[(os.POSIX_SPAWN_DUP2, message_r, 0),
                               (os.POSIX_SPAWN_DUP2, envelope_r, 1)],
                 setsigdef=(signal.SIGPIPE, signal.SIGCHLD))
-        except OSError:
+        except (OSError, ValueError):     # ValueError: an empty program name
             # qmail's child would exit 120: swallow the data, then say so.
             self.exec_failed = True
             self.pid = None

@@ -393,3 +393,11 @@ def test_whole_program_over_pipes_never_raises(tmp_path_factory, pieces, quit_at
     assert not tmp.exists() or list(tmp.iterdir()) == []     # nothing half-written left
     for path in spooled(home):
         assert spoolfile_message(path)
+
+
+def test_empty_qmailqueue_is_a_program_that_cannot_run(tmp_path):
+    # qmail execs whatever QMAILQUEUE holds when it is set, even empty: 451, never the spool.
+    home = make_home(tmp_path)
+    out, err, code = run_child(home, SESSION, QMAILQUEUE="")
+    assert replies.GO_AHEAD + b"451 unable to exec qq (#4.3.0)\r\n" in out
+    assert spooled(home) == [] and code == 0 and b"Traceback" not in err
