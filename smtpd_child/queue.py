@@ -183,8 +183,14 @@ class Spool:
             return False
         tmp = os.path.join(self.directory, "tmp")
         try:
-            os.makedirs(tmp, exist_ok=True)
-            os.makedirs(os.path.join(self.directory, "new"), exist_ok=True)
+            created = False
+            for sub in (tmp, os.path.join(self.directory, "new")):
+                if not os.path.isdir(sub):
+                    os.makedirs(sub, exist_ok=True)
+                    created = True
+            if created:
+                # The new directory entries must be durable before any 250.
+                _fsync_directory(self.directory)
             self.name = f"{self.clock()}.{os.getpid()}.{os.urandom(6).hex()}"
             fd = os.open(os.path.join(tmp, self.name),
                          os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

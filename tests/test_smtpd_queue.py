@@ -67,9 +67,9 @@ def test_spool_fsyncs_file_then_renames_then_fsyncs_directory(spool, monkeypatch
         events.append(("rename", str(dst)))
         return real_rename(src, dst)
 
+    spool.open(b"a@b.test", [b"u@example.org"])   # (creating new/ has its own test)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "rename", rename)
-    spool.open(b"a@b.test", [b"u@example.org"])
     spool.write(b"x\n")
     assert spool.commit().startswith(b"250 ")
     new_dir = os.path.join(spool.directory, "new")
@@ -95,8 +95,8 @@ def test_spool_directory_fsync_failure_withdraws_the_message(spool, monkeypatch)
 
     def broken(path):
         raise OSError(5, "Input/output error")
-    monkeypatch.setattr(queue_module, "_fsync_directory", broken)
     spool.open(b"a@b.test", [b"u@example.org"])
+    monkeypatch.setattr(queue_module, "_fsync_directory", broken)
     spool.write(b"x\n")
     assert spool.commit() == b"451 qq write error or disk full (#4.3.0)\r\n"
     assert listing(spool, "new") == [] and listing(spool, "tmp") == []
@@ -123,6 +123,25 @@ def test_spool_tool_survives_a_closed_pipe_and_foreign_files(spool):
     # the stray file is reported, the 400 messages are still listed
     assert listed.stdout.count(b"\n") == 400 and listed.returncode == 111
     assert listed.stderr.startswith(b"smtpd-spool: ") and b"0.stray" in listed.stderr
+
+
+def test_spool_fsyncs_the_spool_directory_when_it_creates_new(spool, monkeypatch):
+    # A new/ made for the first message must itself survive a crash after the 250.
+    import smtpd_child.queue as queue_module
+    synced = []
+    real = queue_module._fsync_directory
+
+    def record(path):
+        synced.append(path)
+        return real(path)
+    monkeypatch.setattr(queue_module, "_fsync_directory", record)
+    spool.open(b"a@b.test", [b"u@example.org"])
+    assert spool.commit().startswith(b"250 ")
+    assert spool.directory in synced and os.path.join(spool.directory, "new") in synced
+    synced.clear()
+    spool.open(b"a@b.test", [b"u@example.org"])
+    assert spool.commit().startswith(b"250 ")
+    assert synced == [os.path.join(spool.directory, "new")]
 
 
 def test_spool_directory_missing_refuses_open(tmp_path):
