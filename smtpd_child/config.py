@@ -127,6 +127,12 @@ def local_ipv4_checker(tcplocalip):
 
 
 def _interface_addresses():
+    """This host's IPv4 addresses as qmail's ipme_init() sees them (SIOCGIFCONF).
+
+    SIOCGIFCONF lists every address with its own label (eth0:1 aliases too),
+    which per-interface SIOCGIFADDR would miss.
+    """
+    import array
     import fcntl
     import socket
     import struct
@@ -135,14 +141,24 @@ def _interface_addresses():
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     except OSError:
         return addresses
+    record = 40 if struct.calcsize("P") == 8 else 32      # sizeof(struct ifreq)
     with probe:
-        for _, name in socket.if_nameindex():
-            request = struct.pack("256s", name.encode()[:15])
+        size = record * 64
+        while size <= record * 65536:
+            buffer = array.array("B", bytes(size))
+            request = struct.pack("iP", size, buffer.buffer_info()[0])
             try:
-                answer = fcntl.ioctl(probe.fileno(), 0x8915, request)   # SIOCGIFADDR
+                used = struct.unpack("iP", fcntl.ioctl(probe.fileno(), 0x8912, request))[0]
             except OSError:
-                continue
-            addresses.add(socket.inet_ntoa(answer[20:24]))
+                return addresses
+            if used + record <= size:       # not truncated (qmail grows it the same way)
+                break
+            size *= 2
+        data = buffer.tobytes()[:used]
+        for offset in range(0, used - record + 1, record):
+            family = struct.unpack("H", data[offset + 16:offset + 18])[0]
+            if family == socket.AF_INET:
+                addresses.add(socket.inet_ntoa(data[offset + 20:offset + 24]))
     return addresses
 
 

@@ -401,3 +401,20 @@ def test_empty_qmailqueue_is_a_program_that_cannot_run(tmp_path):
     out, err, code = run_child(home, SESSION, QMAILQUEUE="")
     assert replies.GO_AHEAD + b"451 unable to exec qq (#4.3.0)\r\n" in out
     assert spooled(home) == [] and code == 0 and b"Traceback" not in err
+
+
+def test_local_addresses_include_every_interface_address():
+    # qmail's ipme_init(): every IPv4 address of this host, as SIOCGIFADDR shows per interface.
+    import fcntl
+    import socket
+    import struct
+    from smtpd_child import config
+    found = config._interface_addresses()
+    assert "127.0.0.1" in found
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            try:
+                answer = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue                      # no IPv4 address on this interface
+            assert socket.inet_ntoa(answer[20:24]) in found
