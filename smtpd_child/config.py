@@ -76,14 +76,22 @@ def control_list(path):
     return entries
 
 
+ULONG_MAX = 2 ** 64 - 1
+
+
 def leading_number(text: bytes):
-    """qmail's scan_ulong: the leading decimal digits, None if there are none."""
-    digits = b""
-    for ch in text:
-        if not 0x30 <= ch <= 0x39:
-            break
-        digits += bytes((ch,))
-    return int(digits) if digits else None
+    """qmail's scan_ulong: the leading decimal digits, None if there are none.
+
+    Values beyond an unsigned long count as the largest one (and int() is
+    never asked for thousands of digits, which Python refuses).
+    """
+    end = 0
+    while end < len(text) and 0x30 <= text[end] <= 0x39:
+        end += 1
+    if end == 0:
+        return None
+    digits = text[:end].lstrip(b"0") or b"0"
+    return ULONG_MAX if len(digits) > 20 else min(int(digits), ULONG_MAX)
 
 
 def control_int(path, default):

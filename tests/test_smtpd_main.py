@@ -418,3 +418,13 @@ def test_local_addresses_include_every_interface_address():
             except OSError:
                 continue                      # no IPv4 address on this interface
             assert socket.inet_ntoa(answer[20:24]) in found
+
+
+def test_enormous_numbers_in_controls_and_environment(tmp_path):
+    # Python refuses int() of more than 4300 digits; a control file must never cause that.
+    many = "9" * 5000
+    home = make_home(tmp_path, databytes=many + "\n", timeoutsmtpd=many + "\n")
+    for env in ({}, {"DATABYTES": many}, {"SMTPD_DEADLINE": many}):
+        out, err, code = run_child(home, lines(b"EHLO x", b"QUIT"), **env)
+        assert b"250 SIZE 18446744073709551615\r\n" in out, err
+        assert code == 0 and err == b""
