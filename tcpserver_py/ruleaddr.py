@@ -22,6 +22,10 @@ IPV4_BITS = 32
 IPV6_BITS = 128
 IPV6_CHARS = frozenset(b"0123456789abcdefABCDEF:.")
 MAPPED_PREFIX = 0xFFFF << 32  # ::ffff:0:0/96, the IPv4-mapped block
+OCTET_TEXT = tuple(b"%d" % n for n in range(256))   # b"0" ... b"255"
+OCTET_DOT = tuple(text + b"." for text in OCTET_TEXT)  # b"0." ... b"255."
+OCTET_VALUE = {text: n for n, text in enumerate(OCTET_TEXT)}  # strict: no b"01"
+HEX_DIGIT = tuple(b"%X" % n for n in range(16))
 
 
 class AddressError(ValueError):
@@ -72,17 +76,18 @@ def expand_range(addr: bytes) -> tuple[bytes, ...]:
     return tuple(head + b"%d" % n + tail for n in range(first, last + 1))
 
 
-def _ipv4_prefix_keys(net: int, prefixlen: int) -> Keys:
-    """Dotted keys covering net/prefixlen, cut at the next octet boundary.
-    Only the last octet of the keys varies, as prefixlen > boundary - 8."""
-    boundary = min(-(-prefixlen // 8) * 8, IPV4_BITS)
-    octets = net.to_bytes(4, "big")[:boundary // 8]
-    head = b"".join(b"%d." % octet for octet in octets[:-1])
-    tail = b"" if boundary == IPV4_BITS else b"."
-    first = octets[-1]
-    last = first + (1 << (boundary - prefixlen)) - 1
-    keys = tuple(head + b"%d" % octet + tail for octet in range(first, last + 1))
-    return Keys(keys, prefixlen, boundary == prefixlen)
+def _ipv4_prefix_keys(octets: bytes, prefixlen: int) -> Keys:
+    """Dotted keys covering the /prefixlen of the four `octets` (host bits
+    ignored), cut at the next octet boundary.  Only the last written octet
+    varies, as prefixlen > boundary - 8."""
+    whole = -(-prefixlen // 8)  # octets written in each key
+    host_bits = whole * 8 - prefixlen
+    head = b"".join([OCTET_DOT[octet] for octet in octets[:whole - 1]])
+    last = OCTET_TEXT if whole == 4 else OCTET_DOT
+    first = octets[whole - 1] >> host_bits << host_bits
+    count = 1 << host_bits
+    keys = tuple([head + octet for octet in last[first:first + count]])
+    return Keys(keys, prefixlen, count == 1)
 
 
 def _prefix_length(text: bytes, maximum: int, what: str) -> int:
@@ -97,37 +102,32 @@ def _prefix_length(text: bytes, maximum: int, what: str) -> int:
     return value
 
 
-def _parse_ipv4(text: bytes) -> int | None:
-    """Strict dotted quad (no leading zeros) -> int, else None."""
+def _parse_ipv4(text: bytes) -> bytes | None:
+    """Strict dotted quad (no leading zeros) -> its four octets, else None."""
     parts = text.split(b".")
     if len(parts) != 4:
         return None
-    value = 0
-    for part in parts:
-        if not part.isdigit() or len(part) > 3 or (len(part) > 1 and part[0] == 48):
-            return None
-        octet = int(part)
-        if octet > 255:
-            return None
-        value = value << 8 | octet
-    return value
+    try:
+        return bytes(map(OCTET_VALUE.__getitem__, parts))
+    except KeyError:
+        return None
 
 
 def ipv4_cidr(addr: bytes) -> Keys:
     """`a.b.c.d/n` -> dotted keys; errors name what was expected."""
     text, _, length = addr.partition(b"/")
-    net = _parse_ipv4(text)
-    if net is None:
+    octets = _parse_ipv4(text)
+    if octets is None:
         raise AddressError("expected an IPv4 CIDR block like 10.0.0.0/8 "
                            "(four decimal octets, '/', a length)")
     prefixlen = _prefix_length(length, IPV4_BITS, "IPv4 CIDR")
-    mask = (ULONG_MASK << (IPV4_BITS - prefixlen)) & 0xFFFFFFFF
-    keys = _ipv4_prefix_keys(net & mask, prefixlen)
-    if net & ~mask:
-        network = ".".join(str(b) for b in (net & mask).to_bytes(4, "big"))
-        return Keys(keys.keys, keys.prefixlen, keys.granular,
-                    f"host bits set in {addr.decode('ascii')}: "
-                    f"rule covers {network}/{prefixlen}")
+    keys = _ipv4_prefix_keys(octets, prefixlen)
+    host_mask = (1 << (IPV4_BITS - prefixlen)) - 1
+    net = int.from_bytes(octets, "big")
+    if net & host_mask:
+        network = _dotted(net & ~host_mask).decode("ascii")
+        keys.note = (f"host bits set in {addr.decode('ascii')}: "
+                     f"rule covers {network}/{prefixlen}")
     return keys
 
 
@@ -135,32 +135,69 @@ _last_ipv6: list = [None, None]  # the line split and the key maker parse the sa
 
 
 def _parse_ipv6(text: bytes) -> int | None:
-    """The IPv6 address `text` as an int, or None.  ipaddress is imported
-    only here: plain IPv4 rule files never pay for it."""
+    """The IPv6 address `text` as an int, or None."""
     if _last_ipv6[0] == text:
         return _last_ipv6[1]
     if b":" not in text or not IPV6_CHARS.issuperset(text):
         return None
-    import ipaddress
-    try:
-        value = int(ipaddress.IPv6Address(text.decode("ascii")))
-    except ValueError:
-        value = None
+    value = _parse_hex_groups(text) if b"." not in text else None
+    if value is None:
+        value = _parse_ipv6_slowly(text)
     _last_ipv6[0], _last_ipv6[1] = text, value
     return value
+
+
+def _parse_hex_groups(text: bytes) -> int | None:
+    """The common spellings (hex groups, at most one `::`; the caller
+    checked that only hex digits and colons occur) -> int.  None means
+    "not decided here": _parse_ipv6_slowly then accepts or refuses it."""
+    head, double, tail = text.partition(b"::")
+    groups = head.split(b":") if head else []
+    if double:
+        low = tail.split(b":") if tail else []
+        if len(groups) + len(low) > 7:
+            return None
+        groups += [b"0"] * (8 - len(groups) - len(low)) + low
+    elif len(groups) != 8:
+        return None
+    if b"" in groups or max(map(len, groups)) > 4:
+        return None
+    return int(b"".join([group.rjust(4, b"0") for group in groups]), 16)
+
+
+def _parse_ipv6_slowly(text: bytes) -> int | None:
+    """Every other spelling (embedded IPv4, malformed text), left to the
+    standard library; imported only here, so IPv4 files never pay for it."""
+    import ipaddress
+    try:
+        return int(ipaddress.IPv6Address(text.decode("ascii")))
+    except ValueError:
+        return None
 
 
 def ipv6_text(value: int, nibbles: int = 32) -> bytes:
     """Key text for the first `nibbles` hex digits of an IPv6 address: the
     fully expanded upper-case form (rulekeys.ipv6_key / ipv6_prefix_key),
     cut after the digit, a group's colon kept on a group boundary."""
-    digits = b"%032X" % value
-    full = b":".join(digits[i:i + 4] for i in range(0, 32, 4))
+    full = value.to_bytes(16, "big").hex(":", 2).upper().encode()
     return full if nibbles == 32 else full[:nibbles // 4 * 5 + nibbles % 4]
 
 
+def ipv6_prefix_keys(net: int, nibbles: int, count: int) -> tuple[bytes, ...]:
+    """Keys of `count` consecutive `nibbles`-digit cuts from `net` on: only
+    the last digit of the cut varies (count <= 16 - that digit)."""
+    key = ipv6_text(net, nibbles)
+    if count == 1:
+        return (key,)
+    # The last digit sits before a group's colon when the cut ends one.
+    last = len(key) - 2 if key.endswith(b":") else len(key) - 1
+    head, tail = key[:last], key[last + 1:]
+    first = int(key[last:last + 1], 16)
+    return tuple([head + digit + tail for digit in HEX_DIGIT[first:first + count]])
+
+
 def _dotted(value: int) -> bytes:
-    return b".".join(b"%d" % octet for octet in value.to_bytes(4, "big"))
+    return b"".join([OCTET_DOT[octet] for octet in value.to_bytes(4, "big")])[:-1]
 
 
 def looks_like_ipv6(addr: bytes) -> bool:
@@ -195,14 +232,16 @@ def ipv6_address(addr: bytes) -> Keys:
     note = None
     if net != value:
         note = f"host bits set in {addr.decode()}: rule covers the /{prefixlen} of it"
-    if prefixlen >= 96 and mapped:
-        keys = _ipv4_prefix_keys(net & 0xFFFFFFFF, prefixlen - 96)
+    if prefixlen == 96 and mapped:
+        raise AddressError("::ffff:0:0/96 is every IPv4 address, which IPv4 keys "
+                           "cannot express: write the empty address (a line "
+                           "starting with ':') or 0.0.0.0/1 and 128.0.0.0/1")
+    if prefixlen > 96 and mapped:
+        keys = _ipv4_prefix_keys(net.to_bytes(16, "big")[12:], prefixlen - 96)
         return Keys(keys.keys, keys.prefixlen, keys.granular, note)
-    boundary = -(-prefixlen // 4) * 4
-    step = 1 << (IPV6_BITS - boundary)
-    keys = tuple(ipv6_text(sub, boundary // 4)
-                 for sub in range(net, net + (1 << host_bits), step))
-    return Keys(keys, prefixlen, boundary == prefixlen, note)
+    nibbles = -(-prefixlen // 4)
+    count = 1 << (nibbles * 4 - prefixlen)
+    return Keys(ipv6_prefix_keys(net, nibbles, count), prefixlen, count == 1, note)
 
 
 def address_keys(addr: bytes) -> Keys:

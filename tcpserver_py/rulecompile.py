@@ -3,8 +3,9 @@
 Records go to an `add(key, value)` callable (a cdb maker) in file order, as
 the original does, so that duplicates keep "first line wins".  The common
 line (`ADDRESS:INSTRUCTION` with an already-seen instruction and a plain
-address) takes a fast path of a few C-level operations; everything else
-goes through ruleparse.
+address) takes a fast path of a few C-level operations; ranges, CIDR blocks
+and new instructions split at the first colon go straight to ruleaddr;
+everything else (comments, IPv6, errors) goes through ruleparse.
 
 Keys of CIDR rules that are wider than the rule (a /9 written as sixteen-bit
 keys) are noted: a more specific rule may produce the same key later in the
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
+from itertools import repeat
 from collections.abc import Callable
 from operator import itemgetter
 
-from .ruleparse import (TRAILING_BLANKS, RuleSyntaxError, parse_instruction, parse_line,
-                        strip_line)
+from .ruleaddr import AddressError, Keys, address_keys, ipv6_address
+from .ruleparse import (TRAILING_BLANKS, RuleSyntaxError, ipv6_split, parse_instruction,
+                        parse_line, strip_line)
 
 CARE_FIRST = (b"#", b" ", b"\t")  # comment, or a key that never matches
 # In the joined addresses: a range, a CIDR, or a line starting with one of
@@ -69,13 +72,18 @@ class LineMap:
         self.lines = [1]       # line number of that record
         self.steps = [1]       # 1: one record per line; 0: all from one line
 
-    def mark(self, record: int, line: int, step: int) -> None:
-        if self.starts[-1] == record:
-            self.lines[-1], self.steps[-1] = line, step
-        else:
+    def mark_line(self, record: int, line: int, written: int) -> None:
+        """Line `line` wrote `written` records (not one) from `record` on;
+        the one-record-per-line rhythm resumes after them."""
+        if self.starts[-1] == record:  # an empty segment: replace it
+            del self.starts[-1], self.lines[-1], self.steps[-1]
+        if written:
             self.starts.append(record)
             self.lines.append(line)
-            self.steps.append(step)
+            self.steps.append(0)
+        self.starts.append(record + written)
+        self.lines.append(line + 1)
+        self.steps.append(1)
 
     def line_of(self, record: int) -> int:
         seg = bisect_right(self.starts, record) - 1
@@ -173,7 +181,7 @@ class Compiler:
         for index in sorted(careful):
             if index > start:
                 deque(map(add, addrs[start:index], values[start:index]), 0)
-            self._careful(first_line + index, lines[index])
+            self._careful(first_line + index, lines[index], addrs[index], values[index])
             start = index + 1
         if start == 0:
             deque(map(add, addrs, values), 0)
@@ -181,50 +189,74 @@ class Compiler:
             deque(map(add, addrs[start:], values[start:]), 0)
         self._next_line += count
 
-    def _careful(self, lineno: int, line: bytes) -> None:
-        addr, colon, instruction = line.partition(b":")
-        if (colon and b"-" not in addr and b"/" not in addr
-                and not addr.startswith(CARE_FIRST)):
-            # A plain address with an instruction not seen before (or first
-            # seen earlier in this chunk).
-            value = self._values.get(instruction)
-            if value is None:
-                try:
-                    value = parse_instruction(instruction.rstrip(TRAILING_BLANKS))
-                except RuleSyntaxError:
-                    pass  # maybe IPv6, maybe CRLF: the full parser explains
-            if value is not None:
-                self._add(addr, value)
-                if len(self._values) < INSTRUCTION_CACHE_LIMIT:
-                    self._values[instruction] = value
-                return
-        record = self._run_record + (lineno - self._run_line)
+    def _careful(self, lineno: int, line: bytes, addr: bytes, value: bytes | None) -> None:
+        """`addr` is the text before the first colon (all of a line without
+        one), `value` the cached value of the text after it, or None."""
+        compiled = None if addr.startswith(CARE_FIRST) else self._well_formed(line, addr, value)
+        if compiled is not None:
+            keys, value = compiled
+            self._emit(lineno, keys.keys, value, keys.prefixlen, keys.granular, keys.note)
+            return
+        # Comments, blanks, no colon, errors: the full parser decides and explains.
         try:
             parsed = parse_line(line, self._values)
         except RuleSyntaxError as error:
             raise CompileError(lineno, strip_line(line), error.reason) from None
-        if parsed.warning:
-            self._warn(lineno, parsed.warning)
-        for key in parsed.keys:
-            self._add(key, parsed.value)
-        written = len(parsed.keys)
-        if written and not parsed.granular:
-            self.wide.append((record, written, parsed.prefixlen))
-        elif written:
-            self._remember(line, parsed.value)
-        if written != 1:
-            if written:
-                self.linemap.mark(record, lineno, 0)
-            self._run_record, self._run_line = record + written, lineno + 1
-            self.linemap.mark(self._run_record, self._run_line, 1)
+        self._emit(lineno, parsed.keys, parsed.value, parsed.prefixlen, parsed.granular,
+                   parsed.warning)
 
-    def _remember(self, line: bytes, value: bytes) -> None:
-        """Cache instruction text -> value when the first colon split it."""
-        if len(self._values) >= INSTRUCTION_CACHE_LIMIT:
+    def _well_formed(self, line: bytes, addr: bytes, value: bytes | None
+                     ) -> tuple[Keys, bytes] | None:
+        """Keys and value of a line that compiles (a range, a CIDR block, an
+        IPv6 line, a new instruction), split as parse_line splits it; None
+        leaves the line to parse_line."""
+        compile_address = address_keys
+        if value is None:
+            if len(addr) == len(line):
+                return None  # no colon
+            instruction = line[len(addr) + 1:]
+            if not instruction.startswith((b"allow", b"deny")):
+                # The first-colon split fails: maybe an IPv6 line.
+                split = ipv6_split(line)
+                if split is None:
+                    return None
+                addr, instruction = split
+                compile_address = ipv6_address
+            value = self._instruction_value(instruction)
+            if value is None:
+                return None
+        try:
+            return compile_address(addr), value
+        except AddressError:
+            return None
+
+    def _instruction_value(self, instruction: bytes) -> bytes | None:
+        """The value of an instruction text (cached), or None when it does
+        not parse."""
+        value = self._values.get(instruction)
+        if value is None:
+            try:
+                value = parse_instruction(instruction.rstrip(TRAILING_BLANKS))
+            except RuleSyntaxError:
+                return None
+            if len(self._values) < INSTRUCTION_CACHE_LIMIT:
+                self._values[instruction] = value
+        return value
+
+    def _emit(self, lineno: int, keys: tuple[bytes, ...], value: bytes,
+              prefixlen: int | None, granular: bool, warning: str | None) -> None:
+        """Write one line's records; note where the one-record-per-line
+        rhythm breaks and which records belong to a wide CIDR rule."""
+        if warning:
+            self._warn(lineno, warning)
+        written = len(keys)
+        if written == 1:
+            self._add(keys[0], value)
             return
-        addr, colon, instruction = line.partition(b":")
-        # A line split at a later colon (IPv6) never has allow/deny after
-        # its first colon, so this only caches instructions the first-colon
-        # parse accepted.
-        if colon and instruction.startswith((b"allow", b"deny")):
-            self._values[instruction] = value
+        record = self._run_record + (lineno - self._run_line)
+        if written:
+            deque(map(self._add, keys, repeat(value, written)), 0)
+            if not granular:
+                self.wide.append((record, written, prefixlen))
+        self.linemap.mark_line(record, lineno, written)
+        self._run_record, self._run_line = record + written, lineno + 1

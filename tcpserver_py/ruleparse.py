@@ -34,17 +34,19 @@ class RuleSyntaxError(ValueError):
 
 class ParsedLine:
     """What one line contributes: records (all with the same value) and an
-    optional warning.  A skipped line has no keys."""
-    __slots__ = ("keys", "value", "prefixlen", "granular", "warning")
+    optional warning.  A skipped line has no keys.  `instruction` is the
+    text the value was parsed from, for a cache of instruction -> value."""
+    __slots__ = ("keys", "value", "prefixlen", "granular", "warning", "instruction")
 
     def __init__(self, keys: tuple[bytes, ...] = (), value: bytes = b"",
                  prefixlen: int | None = None, granular: bool = True,
-                 warning: str | None = None):
+                 warning: str | None = None, instruction: bytes | None = None):
         self.keys = keys
         self.value = value
         self.prefixlen = prefixlen
         self.granular = granular
         self.warning = warning
+        self.instruction = instruction
 
 
 SKIP = ParsedLine()
@@ -104,23 +106,27 @@ def parse_line(raw: bytes, known: dict[bytes, bytes] | None = None) -> ParsedLin
         return ParsedLine(warning="no colon: line ignored (expected ADDRESS:allow "
                                   "or ADDRESS:deny)")
     addr, instruction = line[:colon], line[colon + 1:]
-    try:
-        value = known.get(instruction) if known else None
-        if value is None:
-            value = parse_instruction(instruction)
-    except RuleSyntaxError as first_error:
+    value = known.get(instruction) if known else None
+    if value is None and not instruction.startswith((b"allow", b"deny")):
+        # The first-colon split fails.  An IPv6 line is the only way out:
+        # its first colon is inside the address, and no `:allow`/`:deny`
+        # comes before the cut ipv6_split makes, so a line the original
+        # accepts never gets here.
         split = ipv6_split(line)
         if split is None:
-            raise _explain_cr(line, first_error) from None
+            _instruction(line, instruction)  # raises the reason
         addr, instruction = split
-        value = _instruction(line, instruction)
-        keys = _address(ipv6_address, addr)
+        value = known.get(instruction) if known else None
+        compile_address = ipv6_address
     else:
-        keys = _address(address_keys, addr)
+        compile_address = address_keys
+    if value is None:
+        value = _instruction(line, instruction)
+    keys = _address(compile_address, addr)
     warning = keys.note
     if addr[:1] in (b" ", b"\t"):
         warning = "address starts with a blank, so the key never matches"
-    return ParsedLine(keys.keys, value, keys.prefixlen, keys.granular, warning)
+    return ParsedLine(keys.keys, value, keys.prefixlen, keys.granular, warning, instruction)
 
 
 def _instruction(line: bytes, text: bytes) -> bytes:
