@@ -58,6 +58,10 @@ def list_messages(spool: str) -> None:
     new = os.path.join(spool, "new")
     try:
         names = sorted(os.listdir(new), key=lambda n: (n.split(".")[0].zfill(20), n))
+    except FileNotFoundError:
+        if not os.path.isdir(spool):
+            fail(f"unable to list {new}: no such spool directory")
+        names = []          # new/ is made with the first message: an empty spool
     except OSError as e:
         fail(f"unable to list {new}: {e.strerror}")
     problems = 0

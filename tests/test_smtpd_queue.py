@@ -249,3 +249,15 @@ def test_stuck_program_is_killed_after_the_timeout(tmp_path, body):
     assert time.monotonic() - started < 10
     with pytest.raises(ProcessLookupError):
         os.kill(queue.last_pid, 0)       # killed and reaped
+
+
+def test_spool_tool_lists_a_fresh_spool_as_empty(tmp_path):
+    import subprocess
+    from conftest import our_program
+    (tmp_path / "spool").mkdir()
+    fresh = subprocess.run([our_program("smtpd-spool"), str(tmp_path / "spool"), "list"],
+                           capture_output=True, timeout=20)
+    assert (fresh.returncode, fresh.stdout, fresh.stderr) == (0, b"", b"")
+    absent = subprocess.run([our_program("smtpd-spool"), str(tmp_path / "absent"), "list"],
+                            capture_output=True, timeout=20)
+    assert absent.returncode == 111 and absent.stderr.startswith(b"smtpd-spool: unable to list")
