@@ -60,19 +60,30 @@ class Options:
     per_ip_message: bytes = b""        # -M
 
 
+ULONG_MODULUS = 1 << 64
+
+
 def scan_number(text: str) -> int:
-    """djb scan_ulong: the value of the leading decimal digits, 0 if none."""
+    """djb scan_ulong: the value of the leading decimal digits, 0 if none.
+    No overflow check: the value wraps as the C unsigned long does, so
+    `-c 18446744073709551617` is a limit of 1, as in the original."""
     value = 0
     for ch in text:
         if not "0" <= ch <= "9":
             break
-        value = value * 10 + ord(ch) - 48
+        value = (value * 10 + ord(ch) - 48) % ULONG_MODULUS
     return value
 
 
 def as_bytes(text: str) -> bytes:
     """argv words as the kernel gave them (Python decodes with surrogateescape)."""
     return text.encode("utf-8", "surrogateescape")
+
+
+def first_byte(opt: str) -> str:
+    """The C getopt works on bytes: for `-é` it complains about its first
+    byte.  Returned as a surrogate-escaped str, printed back as that byte."""
+    return as_bytes(opt)[:1].decode("utf-8", "surrogateescape")
 
 
 def _apply(values: dict, opt: str, arg: str | None, env: Mapping[str, str]) -> None:
@@ -156,7 +167,7 @@ def parse_args(argv: list[str], env: Mapping[str, str] | None = None) -> Options
         if opt in WITH_ARGUMENT and arg is None:
             raise UsageError([f"{PROG}: option requires an argument -- {opt}", USAGE], False)
         if opt not in FLAGS and opt not in WITH_ARGUMENT:
-            raise UsageError([f"{PROG}: illegal option -- {opt}", USAGE], False)
+            raise UsageError([f"{PROG}: illegal option -- {first_byte(opt)}", USAGE], False)
         _apply(values, opt, arg, env)
     rest = argv[index:]
     if len(rest) < 3:

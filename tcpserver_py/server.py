@@ -130,7 +130,10 @@ def _spawn(conn_fd: int, addr, table: ChildTable, opts: Options,
     if verbose:
         write(logfmt.status(PROG, len(table) + 1, opts.limit))
     if quick_family:
-        pid = try_spawn(conn_fd, quick_family, ip, addr[1], count, opts, base_env, PROG)
+        try:
+            pid = try_spawn(conn_fd, quick_family, ip, addr[1], count, opts, base_env, PROG)
+        except Exception:
+            pid = None    # never let one connection end the server: fork instead
         if pid is not None:
             table.add(pid, ip)
             os.close(conn_fd)

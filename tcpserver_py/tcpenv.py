@@ -47,6 +47,17 @@ def _name(resolver: Resolver, ip: str) -> bytes | None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        _run()
+    except SystemExit:
+        raise
+    except BaseException:
+        # Under inetd stderr may be the client's socket: never a traceback,
+        # and never the program (fail closed), as qmail's tcp-env dies 111.
+        sys.exit(TEMPORARY)
+
+
+def _run() -> None:
     opts = parse_tcpenv_args(sys.argv[1:])
     if opts is None:
         sys.exit(TEMPORARY)

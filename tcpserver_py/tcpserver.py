@@ -20,6 +20,7 @@ from .options import QUIET, UsageError, parse_args
 from .server import serve
 
 PROG = "tcpserver"
+C_INT_MASK = 0xFFFFFFFF
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
         opts = parse_args(sys.argv[1:], os.environ)
     except UsageError as exc:
         if not exc.quiet:
-            os.write(2, ("\n".join(exc.lines) + "\n").encode())
+            os.write(2, ("\n".join(exc.lines) + "\n").encode("utf-8", "surrogateescape"))
         sys.exit(PERMANENT)
 
     def fatal(text: str) -> None:
@@ -43,15 +44,17 @@ def main() -> None:
     except ListenError as exc:
         fatal(exc.text)
     port = listener.getsockname()[1]
+    # The original tests the whole (long) number for zero, then passes it as
+    # an int: -u 4294967296 is setuid(0), -u 4294967295 fails with EINVAL.
     if opts.gid:
         try:
-            os.setgroups([opts.gid])
-            os.setgid(opts.gid)
+            os.setgroups([opts.gid & C_INT_MASK])
+            os.setgid(opts.gid & C_INT_MASK)
         except OSError as exc:
             fatal(f"unable to set gid: {error_str(exc.errno)}")
     if opts.uid:
         try:
-            os.setuid(opts.uid)
+            os.setuid(opts.uid & C_INT_MASK)
         except OSError as exc:
             fatal(f"unable to set uid: {error_str(exc.errno)}")
     if opts.print_port:

@@ -52,10 +52,13 @@ def connection_env(conn: Connection) -> list[Edit]:
         (b"TCPREMOTEINFO", conn.remote_info),
     ]
     if conn.ipv6:
-        # IPv6 clients also get the TCP6* copies that the IPv6 ucspi-tcp
-        # variants set; IPv4 clients (even on a dual-stack socket) see exactly
+        # IPv6 clients also get the TCP6* copies that ucspi-tcp6 sets: all
+        # but TCPREMOTEINFO, which it does not copy (an inherited
+        # TCP6REMOTEINFO is removed, so it can never pose as an ident
+        # answer).  IPv4 clients, even on a dual-stack socket, see exactly
         # the vanilla variables.
-        edits += [(b"TCP6" + name[3:], value) for name, value in edits[1:]]
+        edits += [(b"TCP6" + name[3:], value) for name, value in edits[1:7]]
+        edits.append((b"TCP6REMOTEINFO", None))
         if conn.interface:
             edits.append((b"TCP6INTERFACE", conn.interface))
     return edits
@@ -76,6 +79,11 @@ def apply_edits(base: Mapping[bytes, bytes], edits: Iterable[Edit]) -> dict[byte
     """
     env = dict(base)
     for name, value in edits:
+        if not name:
+            # A rule `,="x"` gives a variable with no name.  The original
+            # passes `=x` on, where no program can look it up; exec from
+            # Python refuses such an entry, so it is left out.
+            continue
         env.pop(name, None)
         if value is not None:
             env[name] = value

@@ -55,9 +55,15 @@ class Server:
             sock.settimeout(timeout)
             sock.bind((source, 0))
             sock.connect((host, self.port))
-            if data:
-                sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
+            try:
+                if data:
+                    sock.sendall(data)
+                sock.shutdown(socket.SHUT_WR)
+            except (BrokenPipeError, ConnectionResetError, OSError) as exc:
+                # A server that closes at once (a drop) may reset the
+                # connection before we are done writing: that is an EOF.
+                if isinstance(exc, socket.timeout):
+                    raise
             return read_all(sock)
 
     def stop(self) -> None:
