@@ -81,6 +81,9 @@ class Driver:
                 self.perform(self.session.receive(data))
         except Finished as finished:
             code = finished.code
+        except MemoryError:
+            self.output.add(replies.OUT_OF_MEMORY)      # qmail's die_nomem()
+            code = 1
         except Exception as e:       # a bug: one log line and a 421, never a traceback
             log(f"internal error: {type(e).__name__}: {e}")
             self.output.add(INTERNAL_ERROR)
@@ -160,6 +163,9 @@ def main() -> None:
     try:
         settings = config.load(clock=clock)
         os.chdir(settings.qmailhome)            # as qmail-smtpd: relative paths are under it
+    except MemoryError:
+        output.add(replies.OUT_OF_MEMORY)
+        _exit(output, 1)
     except (config.ControlsUnreadable, OSError) as e:
         log(str(e) if isinstance(e, config.ControlsUnreadable)
             else f"unable to enter the qmail home: {e.strerror}")

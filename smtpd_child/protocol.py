@@ -95,10 +95,11 @@ class Session:
             return []
         try:
             method(argument)
-        except Exception:        # a bug must never reach the client as a traceback
+        except Exception as e:   # a bug must never reach the client as a traceback
             if self.state in (_DATA, _WAIT_COMMIT) and not self.failed:
                 self._out.append((ABORT,))
-            self._reply(INTERNAL_ERROR, flush=True)
+            self._reply(replies.OUT_OF_MEMORY if isinstance(e, MemoryError) else INTERNAL_ERROR,
+                        flush=True)
             self._close(1)
         return self._out
 

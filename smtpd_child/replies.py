@@ -54,6 +54,7 @@ DATABYTES = b"552 sorry, that message size exceeds my databytes limit (#5.3.4)\r
 BARE_LF = b"451 See http://pobox.com/~djb/docs/smtplf.html.\r\n"
 TIMEOUT = b"451 timeout (#4.4.2)\r\n"
 CONTROLS = b"421 unable to read controls (#4.3.0)\r\n"
+OUT_OF_MEMORY = b"421 out of memory (#4.3.0)\r\n"
 
 # Additions of this implementation (qmail sends none of these).
 LINE_TOO_LONG = b"500 command line too long (#5.5.2)\r\n"

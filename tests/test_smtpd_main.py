@@ -428,3 +428,15 @@ def test_enormous_numbers_in_controls_and_environment(tmp_path):
         out, err, code = run_child(home, lines(b"EHLO x", b"QUIT"), **env)
         assert b"250 SIZE 18446744073709551615\r\n" in out, err
         assert code == 0 and err == b""
+
+
+def test_out_of_memory_reading_controls_is_qmails_421(tmp_path):
+    import resource
+    home = make_home(tmp_path)
+    with open(home / "control" / "rcpthosts", "wb") as f:
+        f.truncate(2 << 30)                          # sparse: 2 GB of NULs, no disk used
+
+    def small_address_space():
+        resource.setrlimit(resource.RLIMIT_AS, (600 << 20, 600 << 20))
+    out, err, code = run_child(home, lines(b"QUIT"), preexec_fn=small_address_space)
+    assert out == replies.OUT_OF_MEMORY and code == 1 and b"Traceback" not in err

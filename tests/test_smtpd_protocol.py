@@ -459,3 +459,12 @@ def test_data_decoder_matches_qmail(parts, cuts):
         return
     assert status == framing.END
     assert (out, status, decoder.hops, rest + data[position:]) == expected
+
+
+def test_out_of_memory_is_qmails_421():
+    class Exhausted(Policy):
+        def check_recipient(self, address, sender_is_bad):
+            raise MemoryError
+    client = lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>", b"QUIT")
+    sent, queue, code = drive(client, make_config(policy=Exhausted(rcpthosts=[b"example.com"])))
+    assert sent == GREET + replies.OK + replies.OUT_OF_MEMORY and code == 1
