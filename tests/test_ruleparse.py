@@ -2,11 +2,11 @@
 streaming compiler's bookkeeping and the shadow/specificity resolution."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcpserver_py.ruleaddr import AddressError, address_keys, expand_range, ipv4_cidr, \
-    ipv6_address, ipv6_text
+from tcpserver_py.ruleaddr import AddressError, _parse_hex_groups, address_keys, \
+    expand_range, ipv4_cidr, ipv6_address, ipv6_text
 from tcpserver_py.rulecover import covered_prefixes, ipv4_parent, ipv6_parent, is_prefix, \
     prefix_keys
 from tcpserver_py.rulecompile import MAX_LINE, CompileError, Compiler
@@ -150,6 +150,90 @@ def test_ipv6_text_agrees_with_the_lookup_side(value, nibbles):
     assert ipv6_text(value, nibbles) == expected.encode()
 
 
+V6_SPELLINGS = st.builds(
+    lambda value, style: {
+        "compressed": lambda a: a.compressed,
+        "exploded": lambda a: a.exploded,
+        "upper": lambda a: a.compressed.upper(),
+        "unpadded": lambda a: ":".join(f"{int(g, 16):x}" for g in a.exploded.split(":")),
+    }[style](__import__("ipaddress").IPv6Address(value)).encode(),
+    st.one_of(st.integers(0, (1 << 128) - 1), st.integers(0, 0xFFFF),
+              st.integers(0, 0xFFFF).map(lambda n: n << 112)),
+    st.sampled_from(["compressed", "exploded", "upper", "unpadded"]))
+
+
+@given(V6_SPELLINGS)
+def test_fast_ipv6_parse_takes_every_hex_spelling(text):
+    import ipaddress
+    assert _parse_hex_groups(text) == int(ipaddress.IPv6Address(text.decode()))
+
+
+@given(st.text("0123456789abcdefABCDEF:", max_size=45).map(str.encode))
+def test_fast_ipv6_parse_never_accepts_what_ipaddress_refuses(text):
+    import ipaddress
+    fast = _parse_hex_groups(text)
+    try:
+        expected = int(ipaddress.IPv6Address(text.decode()))
+    except ValueError:
+        expected = None
+    assert fast is None or fast == expected
+
+
+def reference_ipv4_keys(network):
+    """Straightforward keys of an ipaddress network: its subnets at the next
+    octet boundary, written as dotted prefixes."""
+    boundary = -(-network.prefixlen // 8) * 8
+    keys = []
+    for subnet in network.subnets(new_prefix=boundary):
+        octets = str(subnet.network_address).split(".")[:boundary // 8]
+        keys.append((".".join(octets) + ("." if boundary < 32 else "")).encode())
+    return keys
+
+
+@given(st.integers(0, (1 << 32) - 1), st.integers(1, 32))
+def test_ipv4_cidr_keys_agree_with_ipaddress(value, prefixlen):
+    import ipaddress
+    text = f"{ipaddress.IPv4Address(value)}/{prefixlen}"
+    network = ipaddress.IPv4Network(text, strict=False)
+    result = ipv4_cidr(text.encode())
+    assert list(result.keys) == reference_ipv4_keys(network)
+    assert result.prefixlen == prefixlen
+    assert result.granular == (prefixlen % 8 == 0)
+    assert (result.note is not None) == (int(network.network_address) != value)
+
+
+@given(st.integers(0, (1 << 128) - 1), st.integers(1, 128))
+def test_ipv6_cidr_keys_agree_with_ipaddress(value, prefixlen):
+    import ipaddress
+    if value >> 32 == 0xFFFF and prefixlen >= 96:
+        return  # IPv4-mapped blocks: tested with their IPv4 keys below
+    text = f"{ipaddress.IPv6Address(value)}/{prefixlen}"
+    network = ipaddress.IPv6Network(text, strict=False)
+    boundary = -(-prefixlen // 4) * 4
+    expected = [(ipv6_key(sub.network_address) if boundary == 128 else
+                 ipv6_prefix_key(sub.network_address, boundary // 4)).encode()
+                for sub in network.subnets(new_prefix=boundary)]
+    result = ipv6_address(text.encode())
+    assert list(result.keys) == expected
+    assert (result.prefixlen, result.granular) == (prefixlen, prefixlen % 4 == 0)
+
+
+@given(st.integers(0, (1 << 32) - 1), st.integers(97, 128))
+def test_ipv4_mapped_cidr_keys_are_the_ipv4_keys(value, prefixlen):
+    import ipaddress
+    mapped = ipv6_address(f"::ffff:{ipaddress.IPv4Address(value)}/{prefixlen}".encode())
+    plain = ipv4_cidr(f"{ipaddress.IPv4Address(value)}/{prefixlen - 96}".encode())
+    assert (mapped.keys, mapped.prefixlen, mapped.granular) == \
+        (plain.keys, plain.prefixlen, plain.granular)
+
+
+def test_ipv4_mapped_slash_96_is_refused_not_a_crash():
+    for addr in (b"::ffff:0.0.0.0/96", b"::ffff:10.1.2.3/96"):
+        with pytest.raises(AddressError) as caught:
+            ipv6_address(addr)
+        assert "every IPv4 address" in str(caught.value)
+
+
 @pytest.mark.parametrize("line, split", [
     (b"::1:allow", (b"::1", b"allow")),
     (b"2001:db8::1:deny", (b"2001:db8::1", b"deny")),
@@ -220,6 +304,47 @@ def test_compiler_records_lines_and_wide_rules():
     assert lines[129:] == [5, 6, 6, 6, 8, 9, 10]
     assert compiler.linemap.records_of(130, len(records)) == 3
     assert [n for n, _ in warnings] == [7, 8]
+
+
+LINE_ADDRESSES = [b"1.2.3.4", b"1.2.3.", b"", b"1.2.3.1-3", b"1.2.3.5-3", b"10.0.0.0/9",
+                  b"10.1.2.3/24", b"10.0.0.0/0", b"1.2.3/8", b"=h.example", b"joe@1.2.3.4",
+                  b"joe@1.2.0.0/16", b" 1.2.3.4", b"#1.2.3.4", b"::1", b"2001:db8::/30",
+                  b"2001:db8::/129", b"joe@2001:db8::1", b"joe@2001:db8::/32",
+                  b"::ffff:1.2.3.4/120", b"::ffff:1.2.3.4/96", b"2001:db8::", b"1::2::3",
+                  b"a:allow@::1", b"a-b"]
+GOOD_INSTRUCTIONS = [b"allow", b"deny", b"allow,X=\"1\"", b"deny,U=:a:b:", b"allow \t"]
+BAD_INSTRUCTIONS = [b"allow\r", b"allowx", b"deny,X=\"open", b"Allow", b""]
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from(LINE_ADDRESSES),
+                          st.sampled_from([b":"] * 6 + [b"", b"::"]),
+                          # errors stop the compile: make them rarer
+                          st.sampled_from(GOOD_INSTRUCTIONS * 4 + BAD_INSTRUCTIONS)),
+                min_size=1, max_size=8))
+def test_compiler_shortcuts_agree_with_parse_line(parts):
+    """The compiler's own paths (cached instructions, ranges, CIDR, IPv6)
+    give the records, warnings and errors parse_line gives, line by line."""
+    lines = [addr + colon + instruction for addr, colon, instruction in parts]
+    expected_records, expected_warnings, expected_error = [], [], None
+    for lineno, line in enumerate(lines, 1):
+        try:
+            parsed = parse_line(line)
+        except RuleSyntaxError as error:
+            expected_error = (lineno, error.reason)
+            break
+        expected_records += [(key, parsed.value) for key in parsed.keys]
+        if parsed.warning:
+            expected_warnings.append((lineno, parsed.warning))
+    records, warnings = [], []
+    compiler = Compiler(lambda k, v: records.append((k, v)),
+                        lambda n, t: warnings.append((n, t)))
+    try:
+        compiler.feed(b"\n".join(lines) + b"\n")
+        error = None
+    except CompileError as caught:
+        error = (caught.lineno, caught.reason)
+    assert (records, warnings, error) == (expected_records, expected_warnings, expected_error)
 
 
 def test_compiler_errors_carry_line_numbers():
