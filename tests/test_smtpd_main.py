@@ -440,3 +440,18 @@ def test_out_of_memory_reading_controls_is_qmails_421(tmp_path):
         resource.setrlimit(resource.RLIMIT_AS, (600 << 20, 600 << 20))
     out, err, code = run_child(home, lines(b"QUIT"), preexec_fn=small_address_space)
     assert out == replies.OUT_OF_MEMORY and code == 1 and b"Traceback" not in err
+
+
+def test_empty_control_files_are_present_but_empty(tmp_path):
+    # qmail: an empty smtpgreeting is an empty greeting (not `me`); an empty number file
+    # keeps the default; CR is not whitespace to strip.
+    from smtpd_child import config
+    home = make_home(tmp_path, smtpgreeting="", timeoutsmtpd="", databytes="\n",
+                     badmailfrom="", localiphost=" \t\n")
+    out, _, code = run_child(home, lines(b"EHLO x", b"QUIT"))
+    assert out.startswith(b"220  ESMTP\r\n250-\r\n") and b"250 SIZE 0\r\n221 \r\n" in out
+    settings = config.load({"QMAILHOME": str(home)})
+    assert settings.timeout == 1200 and settings.session.local_ip_host == b""
+    (home / "control" / "rcpthosts").write_bytes(b"example.com\r\n")
+    settings = config.load({"QMAILHOME": str(home)})
+    assert settings.session.policy.rcpthosts == frozenset([b"example.com\r"])
