@@ -26,6 +26,7 @@ OCTET_TEXT = tuple(b"%d" % n for n in range(256))   # b"0" ... b"255"
 OCTET_DOT = tuple(text + b"." for text in OCTET_TEXT)  # b"0." ... b"255."
 OCTET_VALUE = {text: n for n, text in enumerate(OCTET_TEXT)}  # strict: no b"01"
 HEX_DIGIT = tuple(b"%X" % n for n in range(16))
+HEX_DIGIT_COLON = tuple(digit + b":" for digit in HEX_DIGIT)
 
 
 class AddressError(ValueError):
@@ -190,14 +191,16 @@ def ipv6_prefix_keys(net: int, nibbles: int, count: int) -> tuple[bytes, ...]:
     if count == 1:
         return (key,)
     # The last digit sits before a group's colon when the cut ends one.
-    last = len(key) - 2 if key.endswith(b":") else len(key) - 1
-    head, tail = key[:last], key[last + 1:]
-    first = int(key[last:last + 1], 16)
-    return tuple([head + digit + tail for digit in HEX_DIGIT[first:first + count]])
+    if key.endswith(b":"):
+        head, first, digits = key[:-2], key[-2:-1], HEX_DIGIT_COLON
+    else:
+        head, first, digits = key[:-1], key[-1:], HEX_DIGIT
+    start = int(first, 16)
+    return tuple([head + digit for digit in digits[start:start + count]])
 
 
 def _dotted(value: int) -> bytes:
-    return b"".join([OCTET_DOT[octet] for octet in value.to_bytes(4, "big")])[:-1]
+    return b".".join([OCTET_TEXT[octet] for octet in value.to_bytes(4, "big")])
 
 
 def looks_like_ipv6(addr: bytes) -> bool:
