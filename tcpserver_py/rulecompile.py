@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from itertools import repeat
 from collections.abc import Callable
+from itertools import repeat
 from operator import itemgetter
 
 from .ruleaddr import AddressError, Keys, address_keys, ipv6_address
