@@ -101,8 +101,12 @@ def _apply(values: dict, opt: str, arg: str | None, env: Mapping[str, str]) -> N
         name, value = simple[opt]
         values[name] = value
     elif opt == "U":
-        values["gid"] = scan_number(env.get("GID", ""))
-        values["uid"] = scan_number(env.get("UID", ""))
+        # envuidgid convention; an unset variable leaves the value alone,
+        # as in the original (`-u 7 -U` without $UID keeps uid 7).
+        if "UID" in env:
+            values["uid"] = scan_number(env["UID"])
+        if "GID" in env:
+            values["gid"] = scan_number(env["GID"])
     elif opt == "c":
         values["limit"] = scan_number(arg)
     elif opt == "x":

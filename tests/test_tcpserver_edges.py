@@ -138,3 +138,21 @@ def test_ipv6_clients_get_the_ucspi_tcp6_variables():
     assert env[b"TCP6REMOTEHOST"] == b"v6.example" and env[b"TCP6LOCALHOST"] == b"0"
     assert env[b"TCP6REMOTEIP"] == env[b"TCP6LOCALIP"] == b"::1"
     assert (env[b"TCP6LOCALPORT"], env[b"TCP6REMOTEPORT"]) == (b"25", b"4000")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change uid")
+@pytest.mark.parametrize("env, expected", [
+    ({}, "65534 65534"),                                   # -U without $UID/$GID
+    ({"UID": "65533", "GID": "65532"}, "65533 65532"),
+], ids=["unset", "set"])
+def test_U_takes_only_the_variables_that_are_set(tmp_path, env, expected):
+    program = ["/bin/sh", "-c", 'echo "$(id -u) $(id -g)"']
+    for name, exe in (("c", peer_program("/usr/bin/tcpserver")),
+                      ("ours", our_program("tcpserver"))):
+        server = Server(exe, ["-1", "-HRl0", "-u", "65534", "-g", "65534", "-U",
+                              "127.0.0.1", "0", *program], tmp_path / f"{name}.log",
+                        env={**ENV, **env})
+        try:
+            assert server.talk().decode().strip() == expected, name
+        finally:
+            server.stop()
