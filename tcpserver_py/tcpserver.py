@@ -33,6 +33,10 @@ def main() -> None:
             os.write(2, ("\n".join(exc.lines) + "\n").encode("utf-8", "surrogateescape"))
         sys.exit(PERMANENT)
 
+    # The original catches SIGTERM (exit 0) before it binds; serve() later
+    # replaces this with a handler that only records the signal.
+    signal.signal(signal.SIGTERM, _exit_at_once)
+
     def fatal(text: str) -> None:
         if opts.verbosity != QUIET:
             os.write(2, logfmt.fatal(PROG, text))
@@ -70,6 +74,10 @@ def main() -> None:
     if null > 1:
         os.close(null)
     serve(listener, opts, inherited_environment(os.environb))
+
+
+def _exit_at_once(signum, frame) -> None:
+    os._exit(0)
 
 
 def _open_standard_fds() -> None:

@@ -156,3 +156,18 @@ def test_U_takes_only_the_variables_that_are_set(tmp_path, env, expected):
             assert server.talk().decode().strip() == expected, name
         finally:
             server.stop()
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 0), (signal.SIGHUP, -signal.SIGHUP)],
+                         ids=["TERM", "HUP"])
+def test_term_exits_0_and_hup_kills_like_c(tmp_path, signum, status):
+    # The original catches only SIGTERM; SIGHUP keeps its default action.
+    for name, exe in (("c", peer_program("/usr/bin/tcpserver")),
+                      ("ours", our_program("tcpserver"))):
+        server = Server(exe, ["-1", "-HRl0", "127.0.0.1", "0", "/bin/true"],
+                        tmp_path / f"{name}.log", env=ENV)
+        try:
+            server.proc.send_signal(signum)
+            assert server.proc.wait(timeout=10) == status, name
+        finally:
+            server.stop()
