@@ -6,9 +6,9 @@ The connection is on fd 0.  Sets PROTO, TCPLOCAL*, TCPREMOTE* (and TCP6*
 for IPv6 clients) exactly as tcpserver does, then, with -x, applies a rules
 cdb the way tcpserver does: a deny rule exits 100, an unreadable rules file
 exits 111 (a missing one is allowed with -X).  If PROTO is already TCP or
-TCP6 (running under tcpserver) the program is run unchanged.  Like qmail's,
-it prints nothing: under inetd, stderr is often the client's socket.  Any
-failure exits 111.
+TCP6 (running under tcpserver) and no -x is given, the program is run
+unchanged.  Like qmail's, it prints nothing: under inetd, stderr is often
+the client's socket.  Any failure exits 111.
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ def _run() -> None:
         sys.exit(TEMPORARY)
     base = inherited_environment(os.environb)
     path = base.get(b"PATH", b"/bin:/usr/bin")
-    if base.get(b"PROTO") in (b"TCP", b"TCP6"):
+    # qmail's shortcut under tcpserver; never with -x, where a stray PROTO
+    # would mean running the program with no rules checked (fail open).
+    if base.get(b"PROTO") in (b"TCP", b"TCP6") and opts.rules is None:
         exec_program(opts.program, base, path)
         sys.exit(TEMPORARY)
     try:

@@ -106,6 +106,21 @@ def test_already_under_tcpserver_runs_program_unchanged():
     assert status == 0 and parse_env(out)["TCPREMOTEIP"] == "10.0.0.1"
 
 
+def test_rules_are_never_skipped_because_proto_is_set():
+    # qmail's shortcut (PROTO=TCP: run the program as it is) must not skip
+    # rules asked for with -x: a stray PROTO would otherwise fail open.
+    import tempfile, pathlib
+    with tempfile.TemporaryDirectory() as tmp:
+        cdb = write_rules_c(pathlib.Path(tmp), RULES)
+        env = dict(ENV, PROTO="TCP", TCPREMOTEIP="127.0.0.1")
+        assert run_tcpenv(["-RH", "-x", cdb, "/usr/bin/env"], source="127.0.0.3",
+                          env=env)[:2] == (100, b"")
+        missing = os.path.join(tmp, "none.cdb")
+        assert run_tcpenv(["-RH", "-x", missing, "/usr/bin/env"], env=env)[:2] == (111, b"")
+        status, out, _, _ = run_tcpenv(["-RH", "-x", cdb, "/usr/bin/env"], env=env)
+        assert status == 0 and parse_env(out)["WHO"] == "one"
+
+
 def test_failures_exit_111_silently():
     proc = subprocess.run([our_program("tcp-env"), "-R", "/usr/bin/env"],
                           stdin=subprocess.DEVNULL, capture_output=True, env=ENV, timeout=30)
