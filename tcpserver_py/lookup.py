@@ -15,6 +15,7 @@ from .resolver import Resolver, SoftDnsError
 
 IDENT_PORT = 113
 IDENT_VALUE_LIMIT = 256   # the original's buffer size
+LONGEST_TIMEOUT = 1 << 31   # seconds: 68 years is "no deadline"
 
 
 def reverse_name(resolver: Resolver, ip: str) -> bytes | None:
@@ -69,7 +70,8 @@ def ident(local_ip: str, local_port: int, remote_ip: str, remote_port: int,
           family: int, timeout: float) -> bytes | None:
     """RFC 1413 query with one deadline for the whole exchange, or None on
     refusal, timeout or EOF before the end of the line."""
-    deadline = time.monotonic() + timeout
+    # -t is any unsigned long; socket timeouts stop at about 292 years.
+    deadline = time.monotonic() + min(timeout, LONGEST_TIMEOUT)
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError:

@@ -171,3 +171,15 @@ def test_term_exits_0_and_hup_kills_like_c(tmp_path, signum, status):
             assert server.proc.wait(timeout=10) == status, name
         finally:
             server.stop()
+
+
+def test_huge_ident_timeout_is_no_deadline_not_an_error(tmp_path):
+    # -t 99999999999999: the C tcpserver simply waits that long at most.
+    for name, exe in (("c", peer_program("/usr/bin/tcpserver")),
+                      ("ours", our_program("tcpserver"))):
+        server = Server(exe, ["-v", "-1", "-H", "-l0", "-t", "99999999999999", "127.0.0.1",
+                              "0", "/bin/echo", "hi"], tmp_path / f"{name}.log", env=ENV)
+        try:
+            assert server.talk() == b"hi\n", (name, server.log())
+        finally:
+            server.stop()
