@@ -95,6 +95,10 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
     pid = os.getpid()
     remote_ip = accepted.remote_ip
     log.info(logfmt.pid_from(log.prog, pid, remote_ip))
+    if opts.rules is None and over_limit(accepted.ip_count, opts.per_ip_limit):
+        # No rule can change the limit: refuse before the banner, DNS and
+        # ident, so a refused client holds its -c slot for no time at all.
+        return refuse(accepted, opts, log, pid, opts.per_ip_limit)
     sock = socket.socket(fileno=accepted.fd)
     ipv4_wire = sock.family == socket.AF_INET or "." in remote_ip
     if opts.kill_ip_options and ipv4_wire:
@@ -156,14 +160,8 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
 
     denied = rule is not None and rule.deny
     ip_limit = per_ip_limit(opts.per_ip_limit, rule)
-    if not denied and ip_limit and accepted.ip_count > ip_limit:
-        log.info(logfmt.per_ip_refused(log.prog, pid, remote_ip, accepted.ip_count, ip_limit))
-        if opts.per_ip_message:
-            try:
-                os.write(accepted.fd, opts.per_ip_message)
-            except OSError:
-                pass
-        return PERMANENT
+    if not denied and over_limit(accepted.ip_count, ip_limit):
+        return refuse(accepted, opts, log, pid, ip_limit)
     log.info(logfmt.decision(log.prog, not denied, pid, local_host, local_ip, local_port,
                              remote_host, remote_ip, remote_info, accepted.remote_port))
     if denied:
@@ -190,6 +188,22 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
         os.close(accepted.fd)
     err = exec_program(opts.program, env, base_env.get(b"PATH", DEFAULT_PATH))
     raise Drop(f"unable to run {opts.program[0]}: {error_str(err)}")
+
+
+def over_limit(count: int, limit: int) -> bool:
+    return bool(limit) and count > limit
+
+
+def refuse(accepted: Accepted, opts: Options, log: ChildLog, pid: int, limit: int) -> int:
+    """A client over its per-IP limit: log, send the -M text, exit 100."""
+    log.info(logfmt.per_ip_refused(log.prog, pid, accepted.remote_ip, accepted.ip_count,
+                                   limit))
+    if opts.per_ip_message:
+        try:
+            os.write(accepted.fd, opts.per_ip_message)
+        except OSError:
+            pass
+    return PERMANENT
 
 
 def exec_program(argv: tuple[str, ...], env: dict[bytes, bytes], path: bytes) -> int:
