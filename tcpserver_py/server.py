@@ -112,7 +112,11 @@ def _reap(table: ChildTable, verbose: bool, limit: int, write) -> None:
             continue
         if pid == 0:
             return
-        if table.remove(pid) and verbose:
+        # Every reaped child is logged, as the original does, even one
+        # inherited from a shell that exec'd us; only ours are counted (the
+        # original counts such a child down too, and then runs one over -c).
+        table.remove(pid)
+        if verbose:
             write(logfmt.end(PROG, pid, status) + logfmt.status(PROG, len(table), limit))
 
 

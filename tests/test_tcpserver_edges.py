@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import our_program, peer_program
-from tcpserver_harness import Server, parse_env, write_rules_c
+from tcpserver_harness import Server, normalise_log, parse_env, write_rules_c
 from tcpserver_py.listen import ListenError, dotted_host, listen_backlog, resolve_host
 from tcpserver_py.options import parse_args
 from tcpserver_py.ucspi import Connection, child_environment
@@ -183,3 +183,23 @@ def test_huge_ident_timeout_is_no_deadline_not_an_error(tmp_path):
             assert server.talk() == b"hi\n", (name, server.log())
         finally:
             server.stop()
+
+
+def test_a_child_inherited_from_the_shell_is_logged_like_c(tmp_path):
+    # `sleep & exec tcpserver`: the sleep becomes the server's child.
+    logs = {}
+    for name, exe in (("c", peer_program("/usr/bin/tcpserver")),
+                      ("ours", our_program("tcpserver"))):
+        server = Server("/bin/sh", ["-c", f'/bin/sleep 0.2 & exec {exe} "$@"', "sh", "-v", "-1",
+                                    "-HRl0", "127.0.0.1", "0", "/bin/true"],
+                        tmp_path / f"{name}.log", env=ENV)
+        try:
+            server.wait_log(r"^tcpserver: end \d+ status 0$")
+            server.talk()
+            server.wait_log(r"^tcpserver: end ", count=2)
+            server.wait_log(r"^tcpserver: status: ", count=4)   # start, end, accept, end
+            logs[name] = normalise_log(server.log())
+        finally:
+            server.stop()
+    assert logs["ours"] == logs["c"]
+    assert logs["ours"].count("tcpserver: end PID status 0") == 2
