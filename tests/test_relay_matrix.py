@@ -142,14 +142,17 @@ def run_nmap(port):
 
 
 @pytest.mark.timeout(150)
-def test_nmap_finds_no_relay_under_c_tcpserver(tmp_path):
+@pytest.mark.parametrize("server", ["c", "ours"])
+def test_nmap_finds_no_relay_under_tcpserver_x(tmp_path, server):
+    tcpserver = our_program("tcpserver") if server == "ours" else None
     home = make_home(tmp_path)
-    with c_tcpserver(tmp_path, home, ":allow\n") as port:
+    with c_tcpserver(tmp_path, home, ":allow\n", tcpserver=tcpserver) as port:
         output = run_nmap(port)
     assert "smtp-open-relay" in output
     assert "Server doesn't seem to be an open relay, all tests failed" in output
     # The same scan against a client granted RELAYCLIENT proves the probes really ran.
-    with c_tcpserver(tmp_path, home, '127.0.0.1:allow,RELAYCLIENT=""\n:allow\n') as port:
+    with c_tcpserver(tmp_path, home, '127.0.0.1:allow,RELAYCLIENT=""\n:allow\n',
+                     tcpserver=tcpserver) as port:
         output = run_nmap(port)
     assert "Server is an open relay (16/16 tests)" in output
 
