@@ -40,9 +40,13 @@ def find_rule(path: str, ip: str, host: bytes | None = None,
         # cdb must never block the caller.  Only a regular file is a cdb.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                raise OSError(errno.EISDIR if stat.S_ISDIR(mode) else errno.EPROTO, path)
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                raise OSError(errno.EISDIR if stat.S_ISDIR(status.st_mode) else errno.EPROTO, path)
+            if status.st_size == 0:
+                # The original's mmap of an empty file fails with EINVAL;
+                # keep its message ("invalid argument") for the same file.
+                raise OSError(errno.EINVAL, path)
             db = cdbx.CDB(fd, mmap=False)
             try:
                 for key in candidate_keys(ip, host, info):

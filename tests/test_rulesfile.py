@@ -42,6 +42,7 @@ def test_no_key_matches_gives_none(tmp_path):
     (lambda p: p.mkdir(), errno.EISDIR),
     (lambda p: os.mkfifo(p), errno.EPROTO),
     (lambda p: p.write_bytes(b"\x00" * 100), errno.EPROTO),
+    (lambda p: p.write_bytes(b""), errno.EINVAL),
 ])
 @pytest.mark.timeout(10)
 def test_unreadable_rules_raise_with_the_reason(tmp_path, make, err):
