@@ -19,8 +19,6 @@ USAGE = ("tcpserver: usage: tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] "
          "[ -x rules.cdb ] [ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] "
          "[ -l localname ] [ -t timeout ] host port program")
 
-FLAGS = "1UXpPhHrRoOdDqQv46"
-WITH_ARGUMENT = "cxBgubltCM"
 
 QUIET, DEFAULT, VERBOSE = 0, 1, 2
 
@@ -86,20 +84,37 @@ def first_byte(opt: str) -> str:
     return as_bytes(opt)[:1].decode("utf-8", "surrogateescape")
 
 
+# Flags: option letter -> (field, value it sets).
+FLAG_FIELDS = {
+    "1": ("print_port", True), "X": ("rules_missing_ok", True),
+    "p": ("paranoid", True), "P": ("paranoid", False),
+    "h": ("remote_host_lookup", True), "H": ("remote_host_lookup", False),
+    "r": ("ident", True), "R": ("ident", False),
+    "o": ("kill_ip_options", False), "O": ("kill_ip_options", True),
+    "d": ("nodelay", False), "D": ("nodelay", True),
+    "q": ("verbosity", QUIET), "Q": ("verbosity", DEFAULT),
+    "v": ("verbosity", VERBOSE), "4": ("family", 4), "6": ("family", 6),
+}
+
+# Options with an argument: option letter -> (field, how the argument is read).
+ARGUMENT_FIELDS = {
+    "c": ("limit", scan_number), "x": ("rules", str), "B": ("banner", as_bytes),
+    "g": ("gid", scan_number), "u": ("uid", scan_number), "b": ("backlog", scan_number),
+    "l": ("local_name", as_bytes), "t": ("ident_timeout", scan_number),
+    "C": ("per_ip_limit", scan_number), "M": ("per_ip_message", as_bytes),
+}
+
+FLAGS = "".join(FLAG_FIELDS) + "U"
+WITH_ARGUMENT = "".join(ARGUMENT_FIELDS)
+
+
 def _apply(values: dict, opt: str, arg: str | None, env: Mapping[str, str]) -> None:
-    simple = {
-        "1": ("print_port", True), "X": ("rules_missing_ok", True),
-        "p": ("paranoid", True), "P": ("paranoid", False),
-        "h": ("remote_host_lookup", True), "H": ("remote_host_lookup", False),
-        "r": ("ident", True), "R": ("ident", False),
-        "o": ("kill_ip_options", False), "O": ("kill_ip_options", True),
-        "d": ("nodelay", False), "D": ("nodelay", True),
-        "q": ("verbosity", QUIET), "Q": ("verbosity", DEFAULT),
-        "v": ("verbosity", VERBOSE), "4": ("family", 4), "6": ("family", 6),
-    }
-    if opt in simple:
-        name, value = simple[opt]
+    if opt in FLAG_FIELDS:
+        name, value = FLAG_FIELDS[opt]
         values[name] = value
+    elif opt in ARGUMENT_FIELDS:
+        name, read = ARGUMENT_FIELDS[opt]
+        values[name] = read(arg)
     elif opt == "U":
         # envuidgid convention; an unset variable leaves the value alone,
         # as in the original (`-u 7 -U` without $UID keeps uid 7).
@@ -107,26 +122,6 @@ def _apply(values: dict, opt: str, arg: str | None, env: Mapping[str, str]) -> N
             values["uid"] = scan_number(env["UID"])
         if "GID" in env:
             values["gid"] = scan_number(env["GID"])
-    elif opt == "c":
-        values["limit"] = scan_number(arg)
-    elif opt == "x":
-        values["rules"] = arg
-    elif opt == "B":
-        values["banner"] = as_bytes(arg)
-    elif opt == "g":
-        values["gid"] = scan_number(arg)
-    elif opt == "u":
-        values["uid"] = scan_number(arg)
-    elif opt == "b":
-        values["backlog"] = scan_number(arg)
-    elif opt == "l":
-        values["local_name"] = as_bytes(arg)
-    elif opt == "t":
-        values["ident_timeout"] = scan_number(arg)
-    elif opt == "C":
-        values["per_ip_limit"] = scan_number(arg)
-    elif opt == "M":
-        values["per_ip_message"] = as_bytes(arg)
 
 
 def getopt(argv: list[str], with_argument: str) -> tuple[list[tuple[str, str | None]], int]:

@@ -101,19 +101,25 @@ class RuleValue:
     env: tuple[tuple[bytes, bytes], ...] = field(default_factory=tuple)
 
 
-def value_items(data: bytes) -> Iterator[tuple[str, tuple[bytes, bytes] | None]]:
-    """Yield ('deny', None) and ('set', (name, value)) items in file order.
-
-    Items are NUL-terminated; bytes after the last NUL, items with an unknown
-    first byte and `+` items without `=` are ignored, as in ucspi-tcp.
-    """
+def raw_items(data: bytes) -> Iterator[bytes]:
+    """The NUL-terminated items of a cdb value; bytes after the last NUL are
+    ignored, as in ucspi-tcp."""
     start = 0
     while True:
         end = data.find(b"\0", start)
         if end == -1:
             return
-        item = data[start:end]
+        yield data[start:end]
         start = end + 1
+
+
+def value_items(data: bytes) -> Iterator[tuple[str, tuple[bytes, bytes] | None]]:
+    """Yield ('deny', None) and ('set', (name, value)) items in file order.
+
+    Items with an unknown first byte and `+` items without `=` are ignored,
+    as in ucspi-tcp.
+    """
+    for item in raw_items(data):
         if item[:1] == b"D":
             yield "deny", None
         elif item[:1] == b"+":

@@ -21,7 +21,7 @@ import cdbx
 
 from .errstr import error_str
 from .exitcodes import PERMANENT, TEMPORARY
-from .rulekeys import candidate_keys, canonical_ip, text_candidate_keys
+from .rulekeys import candidate_keys, canonical_ip, raw_items, text_candidate_keys
 
 USAGE = "tcprulescheck: usage: tcprulescheck rules.cdb"
 
@@ -43,13 +43,7 @@ def describe(key: bytes, data: bytes) -> bytes:
     """The original's report for a matched rule: items are printed up to
     their NUL, `D` stops at `deny connection`, other items are skipped."""
     out = [b"rule " + key + b":\n"]
-    start = 0
-    while True:
-        end = data.find(b"\0", start)
-        if end == -1:
-            break
-        item = data[start:end]
-        start = end + 1
+    for item in raw_items(data):
         if item[:1] == b"D":
             out.append(b"deny connection\n")
             return b"".join(out)
