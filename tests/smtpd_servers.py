@@ -7,14 +7,38 @@ import subprocess
 from conftest import our_program, peer_program
 
 
-def make_home(tmp_path, rcpthosts="example.com\nmail.example.com\n", me="mail.example.com\n"):
+def make_home(tmp_path, **controls):
+    """A qmail home with control files (name=text; None leaves a file out)
+    and an empty spool directory."""
     home = tmp_path / "qmail"
     (home / "control").mkdir(parents=True)
     (home / "spool").mkdir()
-    (home / "control" / "me").write_text(me)
-    if rcpthosts is not None:
-        (home / "control" / "rcpthosts").write_text(rcpthosts)
+    files = {"me": "mail.example.com\n", "rcpthosts": "example.com\nmail.example.com\n"}
+    files.update(controls)
+    for name, text in files.items():
+        if text is not None:
+            (home / "control" / name).write_text(text)
     return home
+
+
+# Stand-in for qmail-queue: keeps fd 0 (message) and fd 1 (envelope) in $OUT,
+# exits $FAKE_EXIT, or kills itself when $CRASH is set.
+FAKE_QUEUE = """#!/bin/sh
+cat > "$OUT/message"
+cat <&1 > "$OUT/envelope"
+[ -n "$CRASH" ] && kill -9 $$
+exit ${FAKE_EXIT:-0}
+"""
+
+
+def install_fake_queue(tmp_path):
+    """Write the fake qmail-queue; returns (script path, its output directory)."""
+    script = tmp_path / "qmail-queue"
+    script.write_text(FAKE_QUEUE)
+    script.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    return script, out
 
 
 def compile_rules(tmp_path, text: str) -> str:

@@ -9,26 +9,14 @@ import cdbx
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+import smtpd_servers
 from conftest import our_program
 from smtpd_child import replies
 
-FAKE_QUEUE = """#!/bin/sh
-cat > "$OUT/message"
-cat <&1 > "$OUT/envelope"
-exit ${FAKE_EXIT:-0}
-"""
-
-
 def make_home(tmp_path, **controls):
-    home = tmp_path / "qmail"
-    (home / "control").mkdir(parents=True)
-    (home / "spool").mkdir()
-    files = {"me": "mail.example.com\n", "rcpthosts": "example.com\n.example.net\n"}
-    files.update(controls)
-    for name, text in files.items():
-        if text is not None:
-            (home / "control" / name).write_text(text)
-    return home
+    """These tests host example.com and every subdomain of example.net."""
+    return smtpd_servers.make_home(
+        tmp_path, **{"rcpthosts": "example.com\n.example.net\n", **controls})
 
 
 def run_child(home, client: bytes, timeout=20, preexec_fn=None, **env):
@@ -196,12 +184,7 @@ def test_bare_lf_disconnects_and_queues_nothing(tmp_path):
 
 @pytest.fixture
 def fake_queue(tmp_path):
-    script = tmp_path / "fake-qmail-queue"
-    script.write_text(FAKE_QUEUE)
-    script.chmod(0o755)
-    out = tmp_path / "out"
-    out.mkdir()
-    return script, out
+    return smtpd_servers.install_fake_queue(tmp_path)
 
 
 def test_qmailqueue_program(tmp_path, fake_queue):

@@ -9,17 +9,9 @@ import pytest
 
 from smtpd_child import replies, spoolfile
 from smtpd_child.queue import QueueProgram, Spool
+from smtpd_servers import install_fake_queue
 
 NOW = 1795543254
-FAKE_QUEUE = """#!/bin/sh
-# Stand-in for qmail-queue: keep fd 0 (message) and fd 1 (envelope).
-cat > "$OUT/message"
-cat <&1 > "$OUT/envelope"
-[ -n "$CRASH" ] && kill -9 $$
-exit ${FAKE_EXIT:-0}
-"""
-
-
 @pytest.fixture
 def spool(tmp_path):
     directory = tmp_path / "spool"
@@ -157,11 +149,7 @@ def test_spool_names_are_unique(spool):
 
 @pytest.fixture
 def fake_queue(tmp_path):
-    script = tmp_path / "qmail-queue"
-    script.write_text(FAKE_QUEUE)
-    script.chmod(0o755)
-    out = tmp_path / "out"
-    out.mkdir()
+    script, out = install_fake_queue(tmp_path)
 
     def make(**env):
         environment = {"PATH": "/usr/bin:/bin", "OUT": str(out), **env}
