@@ -19,10 +19,10 @@ from typing import NoReturn
 from . import logfmt
 from .errstr import error_str
 from .exitcodes import PERMANENT, TEMPORARY
-from .lookup import ident, remote_name, reverse_name
+from .lookup import ident, interface_name, remote_name, reverse_name
 from .options import Options, VERBOSE, QUIET
 from .resolver import SoftDnsError, resolver_for
-from .rulesfile import RulesReadError, find_rule
+from .rulesfile import RulesReadError, rule_for
 from .ucspi import Connection, child_environment, per_ip_limit
 
 DEFAULT_PATH = b"/bin:/usr/bin"
@@ -150,13 +150,10 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
     rule = None
     if opts.rules is not None:
         try:
-            found = find_rule(opts.rules, remote_ip, remote_host, remote_info)
+            rule = rule_for(opts.rules, opts.rules_missing_ok, remote_ip, remote_host,
+                            remote_info)
         except RulesReadError as exc:
-            if not (exc.errno == errno.ENOENT and opts.rules_missing_ok):
-                raise Drop(f"unable to read {opts.rules}: {exc.text}") from None
-            found = None
-        if found is not None:
-            rule = found[1]
+            raise Drop(f"unable to read {opts.rules}: {exc.text}") from None
 
     denied = rule is not None and rule.deny
     ip_limit = per_ip_limit(opts.per_ip_limit, rule)
@@ -167,12 +164,7 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
     if denied:
         return PERMANENT
 
-    interface = None
-    if ipv6 and accepted.scope_id:
-        try:
-            interface = socket.if_indextoname(accepted.scope_id).encode()
-        except OSError:
-            interface = None
+    interface = interface_name(accepted.scope_id) if ipv6 else None
     conn = Connection(local_ip=local_ip, local_port=local_port, remote_ip=remote_ip,
                       remote_port=accepted.remote_port, local_host=local_host,
                       remote_host=remote_host, remote_info=remote_info, ipv6=ipv6,

@@ -100,3 +100,13 @@ def ident(local_ip: str, local_port: int, remote_ip: str, remote_port: int,
         return None
     finally:
         sock.close()
+
+
+def interface_name(scope_id: int) -> bytes | None:
+    """TCP6INTERFACE: the name of a scoped IPv6 address's interface, if any."""
+    if not scope_id:
+        return None
+    try:
+        return socket.if_indextoname(scope_id).encode()
+    except OSError:
+        return None

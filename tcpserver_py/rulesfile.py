@@ -63,3 +63,17 @@ def find_rule(path: str, ip: str, host: bytes | None = None,
             err = errno.EPROTO  # cdbx reports a corrupt file without errno
         raise RulesReadError(path, err) from None
     return None
+
+
+def rule_for(path: str, missing_ok: bool, ip: str, host: bytes | None = None,
+             info: bytes | None = None) -> RuleValue | None:
+    """The rule deciding this client, or None when no key matches or (with
+    `missing_ok`, tcpserver's -X) the file does not exist.  Any other read
+    problem raises RulesReadError: the caller drops the connection."""
+    try:
+        found = find_rule(path, ip, host, info)
+    except RulesReadError as exc:
+        if exc.errno == errno.ENOENT and missing_ok:
+            return None
+        raise
+    return found[1] if found is not None else None

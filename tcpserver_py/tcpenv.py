@@ -13,7 +13,6 @@ the client's socket.  Any failure exits 111.
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import socket
@@ -22,10 +21,10 @@ import sys
 from .child import exec_program
 from .environ import inherited_environment
 from .exitcodes import PERMANENT, TEMPORARY
-from .lookup import ident, reverse_name
+from .lookup import ident, interface_name, reverse_name
 from .options import parse_tcpenv_args
 from .resolver import Resolver, SoftDnsError, resolver_for
-from .rulesfile import RulesReadError, find_rule
+from .rulesfile import RulesReadError, rule_for
 from .ucspi import Connection, child_environment
 
 SOFT_DNS_ERROR = b"softdnserror"
@@ -90,22 +89,13 @@ def _run() -> None:
     if opts.rules is not None:
         lookup_host = None if remote_host == SOFT_DNS_ERROR else remote_host
         try:
-            found = find_rule(opts.rules, remote_ip, lookup_host, remote_info)
-        except RulesReadError as exc:
-            if not (exc.errno == errno.ENOENT and opts.rules_missing_ok):
-                sys.exit(TEMPORARY)
-            found = None
-        if found is not None:
-            rule = found[1]
-            if rule.deny:
-                sys.exit(PERMANENT)
-    scope = remote[3] if ipv6 and len(remote) == 4 else 0
-    interface = None
-    if scope:
-        try:
-            interface = socket.if_indextoname(scope).encode()
-        except OSError:
-            interface = None
+            rule = rule_for(opts.rules, opts.rules_missing_ok, remote_ip, lookup_host,
+                            remote_info)
+        except RulesReadError:
+            sys.exit(TEMPORARY)
+        if rule is not None and rule.deny:
+            sys.exit(PERMANENT)
+    interface = interface_name(remote[3]) if ipv6 and len(remote) == 4 else None
     conn = Connection(local_ip=local_ip, local_port=local[1], remote_ip=remote_ip,
                       remote_port=remote[1], local_host=local_host, remote_host=remote_host,
                       remote_info=remote_info, ipv6=ipv6, interface=interface)
