@@ -13,11 +13,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
 	@# pip's console-script wrappers import re (about 7 ms) only to tidy
-	@# argv[0]; the programs started once per connection get plain launchers.
-	@for entry in smtpd-child:smtpd_child.main tcp-env:tcpserver_py.tcpenv; do \
+	@# argv[0]: every program gets a plain launcher instead (smtpd-child and
+	@# tcp-env start once per connection, tcprules on every rules change).
+	@for entry in smtpd-child:smtpd_child.main tcp-env:tcpserver_py.tcpenv \
+	        tcprules:tcpserver_py.tcprules tcprulescheck:tcpserver_py.tcprulescheck \
+	        tcpserver:tcpserver_py.tcpserver smtpd-spool:smtpd_child.spoolcli; do \
 	    printf '#!%s\nimport sys\nfrom %s import main\nsys.exit(main())\n' \
 	        "$(abspath $(BIN))/python" "$${entry#*:}" > $(BIN)/$${entry%%:*}; \
 	done
+	@# Bytecode is written here, once: the programs never need to write it
+	@# (PYTHONDONTWRITEBYTECODE may be set, or the checkout read-only).
+	$(BIN)/python -m compileall -q tcpserver_py smtpd_child
 	touch $@
 
 test: install
@@ -43,6 +49,9 @@ run: rules
 
 bench: install
 	$(BIN)/pip install -q aiosmtpd   # the Python SMTP server compared in bench_smtpd
+	@# Byte-compile what changed since install: with PYTHONDONTWRITEBYTECODE
+	@# set, every run would otherwise compile the sources again.
+	$(BIN)/python -m compileall -q tcpserver_py smtpd_child
 	$(BIN)/python -m bench.run_all
 
 clean:

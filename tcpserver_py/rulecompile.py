@@ -26,9 +26,10 @@ from .ruleparse import (TRAILING_BLANKS, RuleSyntaxError, ipv6_split, parse_inst
                         parse_line, strip_line)
 
 CARE_FIRST = (b"#", b" ", b"\t")  # comment, or a key that never matches
-# In the joined addresses: a range, a CIDR, or a line starting with one of
-# CARE_FIRST (the newline before it is part of the needle).
-CARE_NEEDLES = (b"-", b"/") + tuple(b"\n" + first for first in CARE_FIRST)
+# An address containing one of these bytes takes the careful path: a range,
+# a CIDR block, or maybe a comment or a leading blank (single bytes, so that
+# a chunk without any is cleared by one memchr each).
+CARE_BYTES = (b"-", b"/") + CARE_FIRST
 FIRST = itemgetter(0)
 THIRD = itemgetter(2)
 INSTRUCTION_CACHE_LIMIT = 1 << 16
@@ -39,8 +40,8 @@ MAX_LINE = 128 * 1024
 
 
 def _lines_containing(joined: bytes, needle: bytes) -> list[int]:
-    """Indices of the newline-separated parts of `joined` containing
-    `needle` (a needle starting with a newline marks the part after it)."""
+    """Indices of the newline-separated parts of `joined` containing the
+    byte `needle`."""
     found = []
     pos = joined.find(needle)
     line = 0
@@ -171,10 +172,9 @@ class Compiler:
                 except ValueError:
                     break
         joined = b"\n".join(addrs)
-        for needle in CARE_NEEDLES:
-            careful.update(_lines_containing(joined, needle))
-        if joined.startswith(CARE_FIRST):
-            careful.add(0)
+        for needle in CARE_BYTES:
+            if needle in joined:
+                careful.update(_lines_containing(joined, needle))
         add = self._add
         first_line = self._next_line
         start = 0

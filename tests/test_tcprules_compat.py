@@ -73,6 +73,10 @@ CORPUS_MORE = [
     b":deny,WHY=\"default\"",
     b"=:allow",
     b"@1.2.3.4:allow",
+    b"1.2#3.4:deny",              # '#', blanks inside an address: literal keys
+    b"1.2 3.4:allow",
+    b"1.2\t3.4:allow",
+    b"1.2.3.4 :deny",
 ]
 
 REJECTED = [
