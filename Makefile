@@ -16,11 +16,19 @@ $(VENV)/.installed: pyproject.toml
 	@# argv[0]: every program gets a plain launcher instead (smtpd-child and
 	@# tcp-env start once per connection, tcprules on every rules change).
 	@for entry in smtpd-child:smtpd_child.main tcp-env:tcpserver_py.tcpenv \
-	        tcprules:tcpserver_py.tcprules tcprulescheck:tcpserver_py.tcprulescheck \
+	        tcprulescheck:tcpserver_py.tcprulescheck \
 	        tcpserver:tcpserver_py.tcpserver smtpd-spool:smtpd_child.spoolcli; do \
 	    printf '#!%s\nimport sys\nfrom %s import main\nsys.exit(main())\n' \
 	        "$(abspath $(BIN))/python" "$${entry#*:}" > $(BIN)/$${entry%%:*}; \
 	done
+	@# CPython will not even start with a directory as standard input
+	@# ("Fatal Python error"): tcprules, which reads it, answers as the C
+	@# tcprules does, from a shell launcher (about 1 ms).
+	@printf '%s\n' '#!/bin/sh' 'if [ -d /dev/stdin ]; then' \
+	    '    echo "tcprules: fatal: unable to read input: is a directory" >&2' \
+	    '    exit 111' 'fi' \
+	    'exec $(abspath $(BIN))/python -P -c "import sys; from tcpserver_py.tcprules import main; sys.exit(main())" "$$@"' \
+	    > $(BIN)/tcprules
 	@# Bytecode is written here, once: the programs never need to write it
 	@# (PYTHONDONTWRITEBYTECODE may be set, or the checkout read-only).
 	$(BIN)/python -m compileall -q tcpserver_py smtpd_child

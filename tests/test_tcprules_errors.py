@@ -165,6 +165,24 @@ def test_unreadable_stdin(installed, tmp_path):
     assert installed.read_bytes() == before
 
 
+def test_directory_as_stdin_like_the_original(installed, tmp_path):
+    # CPython refuses to start with a directory on fd 0; the launcher answers
+    # with the C tcprules' line and exit code instead of a fatal-error dump.
+    before = installed.read_bytes()
+    results = []
+    for program in (peer_program("/usr/bin/tcprules"), our_program("tcprules")):
+        fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            results.append(subprocess.run([program, str(installed), str(tmp_path / "x.tmp")],
+                                          stdin=fd, capture_output=True, timeout=60))
+        finally:
+            os.close(fd)
+    theirs, ours = results
+    assert_one_fatal_line(ours, 111, "tcprules: fatal: unable to read input: is a directory")
+    assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
+    assert installed.read_bytes() == before
+
+
 def test_check_mode_writes_nothing(tmp_path):
     os.chdir(tmp_path)
     proc = run(["--check"], b"10.0.0.0/8:deny\n10.0.0.0/8:allow\nno colon here\n")
