@@ -34,19 +34,17 @@ class RuleSyntaxError(ValueError):
 
 class ParsedLine:
     """What one line contributes: records (all with the same value) and an
-    optional warning.  A skipped line has no keys.  `instruction` is the
-    text the value was parsed from, for a cache of instruction -> value."""
-    __slots__ = ("keys", "value", "prefixlen", "granular", "warning", "instruction")
+    optional warning.  A skipped line has no keys."""
+    __slots__ = ("keys", "value", "prefixlen", "granular", "warning")
 
     def __init__(self, keys: tuple[bytes, ...] = (), value: bytes = b"",
                  prefixlen: int | None = None, granular: bool = True,
-                 warning: str | None = None, instruction: bytes | None = None):
+                 warning: str | None = None):
         self.keys = keys
         self.value = value
         self.prefixlen = prefixlen
         self.granular = granular
         self.warning = warning
-        self.instruction = instruction
 
 
 SKIP = ParsedLine()
@@ -126,7 +124,7 @@ def parse_line(raw: bytes, known: dict[bytes, bytes] | None = None) -> ParsedLin
     warning = keys.note
     if addr[:1] in (b" ", b"\t"):
         warning = "address starts with a blank, so the key never matches"
-    return ParsedLine(keys.keys, value, keys.prefixlen, keys.granular, warning, instruction)
+    return ParsedLine(keys.keys, value, keys.prefixlen, keys.granular, warning)
 
 
 def _instruction(line: bytes, text: bytes) -> bytes:
