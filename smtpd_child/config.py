@@ -11,8 +11,8 @@ greeting, as qmail does).
 import errno
 import os
 
-from smtpd_child.policy import ControlReadError, Policy
-from smtpd_child.protocol import SessionConfig
+from smtpd_child.smtp.policy import ControlReadError, Policy
+from smtpd_child.smtp.protocol import SessionConfig
 
 DEFAULT_QMAILHOME = "/var/qmail"
 DEFAULT_TIMEOUT = 1200          # qmail's timeoutsmtpd default, seconds per read

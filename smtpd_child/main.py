@@ -14,10 +14,11 @@ import _signal as signal
 import sys
 import time
 
-from smtpd_child import config, replies
-from smtpd_child.protocol import (ABORT, CLOSE, COMMIT, FLUSH, INTERNAL_ERROR, OPEN, SEND,
+from smtpd_child import config
+from smtpd_child.smtp import replies
+from smtpd_child.smtp.protocol import (ABORT, CLOSE, COMMIT, FLUSH, INTERNAL_ERROR, OPEN, SEND,
                                   WRITE, Session)
-from smtpd_child.queue import QueueProgram, Spool
+from smtpd_child.delivery.queue import QueueProgram, Spool
 
 READ_SIZE = 65536
 

@@ -10,7 +10,7 @@ SPOOLDIR is QMAILHOME/spool (var/qmail/spool under `make run`).
 import os
 import sys
 
-from smtpd_child import spoolfile
+from smtpd_child.delivery import spoolfile
 
 USAGE = "usage: smtpd-spool SPOOLDIR list | show ID | remove ID"
 

@@ -18,13 +18,13 @@ import signal
 import socket
 import sys
 
-from .child import exec_program
+from .server.child import exec_program
 from .environ import inherited_environment
 from .exitcodes import PERMANENT, TEMPORARY
-from .lookup import ident, interface_name, reverse_name
+from .net.lookup import ident, interface_name, reverse_name
 from .options import parse_tcpenv_args
-from .resolver import Resolver, SoftDnsError, resolver_for
-from .rulesfile import RulesReadError, rule_for
+from .net.resolver import Resolver, SoftDnsError, resolver_for
+from .rules.cdbfile import RulesReadError, rule_for
 from .ucspi import Connection, child_environment
 
 SOFT_DNS_ERROR = b"softdnserror"

@@ -21,10 +21,10 @@ import cdbx
 
 from .errstr import error_str
 from .exitcodes import BUG, PERMANENT, TEMPORARY
-from .rulecompile import CompileError, Compiler
-from .ruleparse import show
-from .rulecover import covered_prefixes, prefix_keys
-from .ruleshadow import first_lines, resolve
+from .rules.compiler import CompileError, Compiler
+from .rules.parse import show
+from .rules.cover import covered_prefixes, prefix_keys
+from .rules.shadow import first_lines, resolve
 
 PROG = "tcprules"
 USAGE = "tcprules: usage: tcprules rules.cdb rules.tmp"

@@ -7,7 +7,7 @@ the environment, as ucspi-tcp 0.88 does, and prints exactly what it prints:
 `rule KEY:`, one `set environment variable NAME=VALUE` per variable, then
 `allow connection` or `deny connection`; `default:` when no key matches.
 An address given as second argument replaces TCPREMOTEIP.  IPv6 and
-IPv4-mapped addresses are looked up with our keys (see rulekeys); any other
+IPv4-mapped addresses are looked up with our keys (see rules.keys); any other
 text is looked up literally, as the original does.
 """
 
@@ -21,7 +21,7 @@ import cdbx
 
 from .errstr import error_str
 from .exitcodes import PERMANENT, TEMPORARY
-from .rulekeys import candidate_keys, canonical_ip, raw_items, text_candidate_keys
+from .rules.keys import candidate_keys, canonical_ip, raw_items, text_candidate_keys
 
 USAGE = "tcprulescheck: usage: tcprulescheck rules.cdb"
 

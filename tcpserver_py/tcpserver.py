@@ -13,11 +13,11 @@ from . import logfmt
 from .environ import inherited_environment
 from .errstr import error_str
 from .exitcodes import PERMANENT, TEMPORARY
-from .listen import ListenError, open_listener
+from .net.listen import ListenError, open_listener
 from .options import QUIET, UsageError, parse_args
 # Everything the server and its children run is imported now, before -u/-g
 # may take away the right to read the interpreter's files.
-from .server import serve
+from .server.loop import serve
 
 PROG = "tcpserver"
 C_INT_MASK = 0xFFFFFFFF

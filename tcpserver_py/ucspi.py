@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from .rulekeys import RuleValue
+from .rules.keys import RuleValue
 
 Edit = tuple[bytes, "bytes | None"]   # (name, value); None removes the name
 

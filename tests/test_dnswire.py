@@ -5,7 +5,7 @@ import struct
 import pytest
 from hypothesis import given, strategies as st
 
-from tcpserver_py.dnswire import (TYPE_A, TYPE_PTR, BadPacket, build_query, encode_name,
+from tcpserver_py.net.dnswire import (TYPE_A, TYPE_PTR, BadPacket, build_query, encode_name,
                                   parse_answer, reverse_domain, to_dotted)
 
 Q = reverse_domain("127.0.0.1")

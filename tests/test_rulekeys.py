@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tcpserver_py.ruleaddr import ipv4_cidr, ipv6_address
-from tcpserver_py.rulekeys import RuleValue, candidate_keys, canonical_ip, decode_value, \
+from tcpserver_py.rules.addr import ipv4_cidr, ipv6_address
+from tcpserver_py.rules.keys import RuleValue, candidate_keys, canonical_ip, decode_value, \
     encode_value, text_candidate_keys, value_items
 
 

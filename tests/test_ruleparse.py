@@ -5,15 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcpserver_py.ruleaddr import AddressError, _parse_hex_groups, address_keys, \
+from tcpserver_py.rules.addr import AddressError, _parse_hex_groups, address_keys, \
     expand_range, ipv4_cidr, ipv6_address, ipv6_text
-from tcpserver_py.rulecover import covered_prefixes, ipv4_parent, ipv6_parent, is_prefix, \
+from tcpserver_py.rules.cover import covered_prefixes, ipv4_parent, ipv6_parent, is_prefix, \
     prefix_keys
-from tcpserver_py.rulecompile import MAX_LINE, CompileError, Compiler
-from tcpserver_py.rulekeys import ipv6_key, ipv6_prefix_key
-from tcpserver_py.ruleparse import RuleSyntaxError, ipv6_split, parse_instruction, \
+from tcpserver_py.rules.compiler import MAX_LINE, CompileError, Compiler
+from tcpserver_py.rules.keys import ipv6_key, ipv6_prefix_key
+from tcpserver_py.rules.parse import RuleSyntaxError, ipv6_split, parse_instruction, \
     parse_line, show
-from tcpserver_py.ruleshadow import duplicate_records, resolve
+from tcpserver_py.rules.shadow import duplicate_records, resolve
 
 
 @pytest.mark.parametrize("text, value", [

@@ -8,8 +8,8 @@ import sys
 import cdbx
 import pytest
 
-from tcpserver_py.rulekeys import encode_value
-from tcpserver_py.rulesfile import RulesReadError, find_rule
+from tcpserver_py.rules.keys import encode_value
+from tcpserver_py.rules.cdbfile import RulesReadError, find_rule
 
 
 def write_cdb(path, records):
@@ -59,7 +59,7 @@ def test_truncated_cdb_is_an_error_not_a_crash(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     # In a subprocess: a read past the end must be an exception, never SIGBUS.
-    code = ("from tcpserver_py.rulesfile import *\n"
+    code = ("from tcpserver_py.rules.cdbfile import *\n"
             "try:\n    find_rule(%r, '10.150.0.1')\nexcept RulesReadError as e:\n"
             "    print(e.text)\n" % str(path))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=20)

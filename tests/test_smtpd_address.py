@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from smtpd_child.address import esmtp_size, ipv4_text, parse_path, split_address
+from smtpd_child.smtp.address import esmtp_size, ipv4_text, parse_path, split_address
 
 LOCAL_HOST = b"mail.example.com"
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import smtpd_servers
 from conftest import our_program
-from smtpd_child import replies
+from smtpd_child.smtp import replies
 
 def make_home(tmp_path, **controls):
     """These tests host example.com and every subdomain of example.net."""
@@ -63,7 +63,7 @@ def test_session_into_the_spool_and_spool_tool(tmp_path):
 
 
 def spoolfile_message(path):
-    from smtpd_child import spoolfile
+    from smtpd_child.delivery import spoolfile
     return spoolfile.parse(path.read_bytes())[2]
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from smtpd_child import replies
-from smtpd_child.policy import ControlReadError, Policy, domain_candidates
+from smtpd_child.smtp import replies
+from smtpd_child.smtp.policy import ControlReadError, Policy, domain_candidates
 
 RCPTHOSTS = [b"example.com", b"Mail.Example.com", b".example.net"]
 

@@ -7,9 +7,9 @@ at a time; the replies and the queued messages must be the same.
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from smtpd_child import replies
-from smtpd_child.policy import Policy
-from smtpd_child.protocol import (ABORT, CLOSE, COMMIT, FLUSH, INTERNAL_ERROR, OPEN, SEND,
+from smtpd_child.smtp import replies
+from smtpd_child.smtp.policy import Policy
+from smtpd_child.smtp.protocol import (ABORT, CLOSE, COMMIT, FLUSH, INTERNAL_ERROR, OPEN, SEND,
                                   WRITE, Session, SessionConfig)
 
 NOW = 1795543254   # 24 Nov 2026 18:00:54 UTC
@@ -437,7 +437,7 @@ pieces = st.sampled_from([b"\r", b"\n", b".", b"a", b"\r\n", b".\r\n", b"..", b"
 @given(st.lists(pieces, max_size=40), st.lists(st.integers(min_value=1, max_value=30),
                                                   min_size=1, max_size=20))
 def test_data_decoder_matches_qmail(parts, cuts):
-    import smtpd_child.framing as framing
+    import smtpd_child.smtp.framing as framing
     data = b"".join(parts) + b"\r\n.\r\nNEXT"
     expected = qmail_blast(data)
     saved = framing.DATA_PIECE

@@ -175,7 +175,7 @@ def test_exec_failure(pair, tmp_path, banner):
 
 def test_c_tcpserver_reads_a_cdb_written_with_our_encoding(tmp_path, peer):
     cdbx = pytest.importorskip("cdbx")
-    from tcpserver_py.rulekeys import encode_value
+    from tcpserver_py.rules.keys import encode_value
     path = tmp_path / "ours.cdb"
     maker = cdbx.CDB.make(str(path))
     maker.add(b"127.0.0.1", encode_value(False, [(b"WHO", b"ours"), (b"RELAYCLIENT", b"")]))
@@ -319,7 +319,7 @@ def test_child_signal_dispositions_match_c(pair, banner):
     ours = parse_masks(without_banner(both["ours"].talk(), banner))
     c = parse_masks(without_banner(both["c"].talk(), banner))
     # Signals 1-31 only: glibc's posix_spawn leaves its internal 32 and 33 as
-    # they were (see direct.py), and both servers inherit whatever dispositions
+    # they were (see server/direct.py), and both servers inherit whatever dispositions
     # for those the test runner itself was started with.
     standard = (1 << 31) - 1
     ours = {k: v & standard for k, v in ours.items()}

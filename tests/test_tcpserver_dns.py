@@ -6,8 +6,8 @@ import pytest
 from conftest import our_program, peer_program
 from fakedns import A, AAAA, NXDOMAIN, PTR, SERVFAIL, FakeDNS
 from tcpserver_harness import Server, normalise_log, parse_env, write_rules_c
-from tcpserver_py.dnswire import reverse_domain
-from tcpserver_py.resolver import Resolver, SoftDnsError
+from tcpserver_py.net.dnswire import reverse_domain
+from tcpserver_py.net.resolver import Resolver, SoftDnsError
 
 RECORDS = {
     ("1.0.0.127.in-addr.arpa", PTR): ["Client.Example.ORG"],

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import our_program, peer_program
 from tcpserver_harness import Server, normalise_log, parse_env, write_rules_c
-from tcpserver_py.listen import ListenError, dotted_host, listen_backlog, resolve_host
+from tcpserver_py.net.listen import ListenError, dotted_host, listen_backlog, resolve_host
 from tcpserver_py.options import parse_args
 from tcpserver_py.ucspi import Connection, child_environment
 

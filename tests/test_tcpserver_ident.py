@@ -134,5 +134,5 @@ def test_ident_deadline(tmp_path, identd):
     (b"no colons at all\n", b""),
 ])
 def test_parse_ident_reply(reply, value):
-    from tcpserver_py.lookup import parse_ident_reply
+    from tcpserver_py.net.lookup import parse_ident_reply
     assert parse_ident_reply(reply) == value

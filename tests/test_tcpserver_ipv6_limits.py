@@ -8,7 +8,7 @@ import pytest
 
 from conftest import our_program
 from tcpserver_harness import Server, parse_env, write_rules_c
-from tcpserver_py.rulekeys import encode_value
+from tcpserver_py.rules.keys import encode_value
 
 ENV = {"PATH": "/usr/bin:/bin"}
 

@@ -1,6 +1,6 @@
 """The child's environment edits (pure)."""
 
-from tcpserver_py.rulekeys import RuleValue
+from tcpserver_py.rules.keys import RuleValue
 from tcpserver_py.ucspi import (Connection, apply_edits, child_environment, connection_env,
                                 per_ip_limit)
 

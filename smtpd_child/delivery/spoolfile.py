@@ -7,7 +7,7 @@ ends, our Received line first).  Addresses never hold NUL (the parser refuses
 control bytes), so the envelope's end is unambiguous.
 """
 
-from smtpd_child.envelope import envelope_bytes, parse_envelope
+from smtpd_child.smtp.envelope import envelope_bytes, parse_envelope
 
 MAGIC = b"smtpd-spool 1\n"
 

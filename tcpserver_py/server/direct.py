@@ -19,10 +19,10 @@ import os
 import signal
 import socket
 
-from . import logfmt
-from .options import Options, VERBOSE
-from .rulesfile import RulesReadError, find_rule
-from .ucspi import Connection, child_environment, per_ip_limit
+from .. import logfmt
+from ..options import Options, VERBOSE
+from ..rules.cdbfile import RulesReadError, find_rule
+from ..ucspi import Connection, child_environment, per_ip_limit
 
 # Our handlers (SIGCHLD, SIGTERM) and what CPython ignores (SIGPIPE, SIGXFSZ)
 # go back to their defaults in the program, as under the C tcpserver.

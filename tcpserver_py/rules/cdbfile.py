@@ -1,4 +1,4 @@
-"""Consult a rules cdb for one client (I/O shell around rulekeys).
+"""Consult a rules cdb for one client (I/O shell around rules.keys).
 
 The file is opened afresh for every call and read without mmap, so that
 tcprules can rename a new cdb into place at any moment and a file truncated in
@@ -13,8 +13,8 @@ import stat
 
 import cdbx
 
-from .errstr import error_str
-from .rulekeys import RuleValue, candidate_keys, decode_value
+from ..errstr import error_str
+from .keys import RuleValue, candidate_keys, decode_value
 
 
 class RulesReadError(Exception):

@@ -7,7 +7,7 @@ qmail semantics, with the safe-by-default refusals of this implementation
   * a recipient without a domain is refused unless it is `postmaster`.
 """
 
-from smtpd_child import replies
+from smtpd_child.smtp import replies
 
 
 class ControlReadError(Exception):

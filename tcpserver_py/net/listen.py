@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from .errstr import error_str
+from ..errstr import error_str
 
 WILDCARDS = ("0", "", "::")
 

@@ -4,12 +4,12 @@ Records go to an `add(key, value)` callable (a cdb maker) in file order, as
 the original does, so that duplicates keep "first line wins".  The common
 line (`ADDRESS:INSTRUCTION` with an already-seen instruction and a plain
 address) takes a fast path of a few C-level operations; ranges, CIDR blocks
-and new instructions split at the first colon go straight to ruleaddr;
-everything else (comments, IPv6, errors) goes through ruleparse.
+and new instructions split at the first colon go straight to addr;
+everything else (comments, IPv6, errors) goes through parse.
 
 Keys of CIDR rules that are wider than the rule (a /9 written as sixteen-bit
 keys) are noted: a more specific rule may produce the same key later in the
-file, and then its record must be the one found.  ruleshadow decides that
+file, and then its record must be the one found.  shadow decides that
 once the whole file is known.
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from itertools import repeat
 from operator import itemgetter
 
-from .ruleaddr import AddressError, Keys, address_keys, ipv6_address
-from .ruleparse import (TRAILING_BLANKS, RuleSyntaxError, ipv6_split, parse_instruction,
+from .addr import AddressError, Keys, address_keys, ipv6_address
+from .parse import (TRAILING_BLANKS, RuleSyntaxError, ipv6_split, parse_instruction,
                         parse_line, strip_line)
 
 CARE_FIRST = (b"#", b" ", b"\t")  # comment, or a key that never matches

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import compress, count, islice
 from operator import ne
 
-from .rulecompile import LineMap
-from .ruleparse import show
+from .compiler import LineMap
+from .parse import show
 
 BLOCK = 512
 EXACT = 1 << 10  # specificity of any record that is not from a wide rule

@@ -13,8 +13,9 @@ import select
 # every session's start-up, for names this module does not use.
 import _signal as signal
 
-from smtpd_child import replies, spoolfile
-from smtpd_child.envelope import envelope_bytes
+from smtpd_child.smtp import replies
+from smtpd_child.delivery import spoolfile
+from smtpd_child.smtp.envelope import envelope_bytes
 
 CHUNK = 65536
 

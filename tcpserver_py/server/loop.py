@@ -16,12 +16,12 @@ import signal
 import socket
 from typing import NoReturn
 
-from . import logfmt
+from .. import logfmt
 from .child import Accepted, run_child
 from .children import ChildTable
 from .direct import try_spawn, usable
-from .errstr import error_str
-from .options import Options, QUIET, VERBOSE
+from ..errstr import error_str
+from ..options import Options, QUIET, VERBOSE
 
 PROG = "tcpserver"
 

@@ -17,7 +17,7 @@ All work is on bytes: rule files are not text in any particular encoding.
 
 from __future__ import annotations
 
-from .ruleaddr import AddressError, Keys, address_keys, ipv6_address, looks_like_ipv6
+from .addr import AddressError, Keys, address_keys, ipv6_address, looks_like_ipv6
 
 TRAILING_BLANKS = b" \t\n"
 DENY_ITEM = b"D\0"

@@ -15,11 +15,11 @@ While the queue is being opened or committed, input is only buffered.
 receive() never raises: a bug answers 421 and closes instead.
 """
 
-from smtpd_child import replies
-from smtpd_child.address import esmtp_size, parse_path
-from smtpd_child.envelope import envelope_bytes, received_line
-from smtpd_child.framing import BARE_LF, END, MAX_HOPS, TOO_LONG, DataDecoder, LineReader
-from smtpd_child.policy import ControlReadError, Policy
+from smtpd_child.smtp import replies
+from smtpd_child.smtp.address import esmtp_size, parse_path
+from smtpd_child.smtp.envelope import envelope_bytes, received_line
+from smtpd_child.smtp.framing import BARE_LF, END, MAX_HOPS, TOO_LONG, DataDecoder, LineReader
+from smtpd_child.smtp.policy import ControlReadError, Policy
 
 SEND, FLUSH, OPEN, WRITE, ABORT, COMMIT, CLOSE = (
     "send", "flush", "open", "write", "abort", "commit", "close")

@@ -3,7 +3,7 @@
 Vanilla forms (ucspi-tcp 0.88, spec §2.3) are reproduced byte for byte:
 everything is a literal key except the first `a-b` range of an address
 without `=` or `@`.  Our extensions produce only keys that the unchanged
-lookup order already tries (see rulekeys), so the C tcpserver and
+lookup order already tries (see keys), so the C tcpserver and
 tcprulescheck honour IPv4 CIDR rules too:
 
   * IPv4 CIDR `a.b.c.d/n` -> dotted prefixes at the next octet boundary;
@@ -178,7 +178,7 @@ def _parse_ipv6_slowly(text: bytes) -> int | None:
 
 def ipv6_text(value: int, nibbles: int = 32) -> bytes:
     """Key text for the first `nibbles` hex digits of an IPv6 address: the
-    fully expanded upper-case form (rulekeys.ipv6_key / ipv6_prefix_key),
+    fully expanded upper-case form (keys.ipv6_key / ipv6_prefix_key),
     cut after the digit, a group's colon kept on a group boundary."""
     full = value.to_bytes(16, "big").hex(":", 2).upper().encode()
     return full if nibbles == 32 else full[:nibbles // 4 * 5 + nibbles % 4]

@@ -16,14 +16,14 @@ import socket
 from dataclasses import dataclass
 from typing import NoReturn
 
-from . import logfmt
-from .errstr import error_str
-from .exitcodes import PERMANENT, TEMPORARY
-from .lookup import ident, interface_name, remote_name, reverse_name
-from .options import Options, VERBOSE, QUIET
-from .resolver import SoftDnsError, resolver_for
-from .rulesfile import RulesReadError, rule_for
-from .ucspi import Connection, child_environment, per_ip_limit
+from .. import logfmt
+from ..errstr import error_str
+from ..exitcodes import PERMANENT, TEMPORARY
+from ..net.lookup import ident, interface_name, remote_name, reverse_name
+from ..options import Options, VERBOSE, QUIET
+from ..net.resolver import SoftDnsError, resolver_for
+from ..rules.cdbfile import RulesReadError, rule_for
+from ..ucspi import Connection, child_environment, per_ip_limit
 
 DEFAULT_PATH = b"/bin:/usr/bin"
 EXEC_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
