@@ -1,1 +1,3 @@
-"""tcpserver-py: UCSPI connection wrapper compatible with ucspi-tcp 0.88."""
+"""UCSPI programs: tcpserver, tcprules, tcprulescheck, tcp-env."""
+
+VERSION_LINE = "tcpserver-py 0.1.0\n"

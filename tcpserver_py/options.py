@@ -107,6 +107,22 @@ ARGUMENT_FIELDS = {
 FLAGS = "".join(FLAG_FIELDS) + "U"
 WITH_ARGUMENT = "".join(ARGUMENT_FIELDS)
 
+# Long options are ours (the original has none; to its getopt `--name` is the
+# illegal option `-`).  `--name value` and `--name=value` both work.
+# Flags: option -> (field, value it sets); with an argument: option -> (field,
+# how the argument is read).  --help and --version are answered by main.
+LONG_FLAG_FIELDS: dict[str, tuple[str, object]] = {}
+LONG_ARGUMENT_FIELDS: dict[str, tuple[str, object]] = {}
+INFO_OPTIONS = ("--help", "--version")
+
+
+class InfoRequested(Exception):
+    """--help or --version: main prints the answer on stdout and exits 0."""
+
+    def __init__(self, option: str):
+        super().__init__(option)
+        self.option = option
+
 
 def _apply(values: dict, opt: str, arg: str | None, env: Mapping[str, str]) -> None:
     if opt in FLAG_FIELDS:
@@ -124,12 +140,35 @@ def _apply(values: dict, opt: str, arg: str | None, env: Mapping[str, str]) -> N
             values["gid"] = scan_number(env["GID"])
 
 
-def getopt(argv: list[str], with_argument: str) -> tuple[list[tuple[str, str | None]], int]:
+def _apply_long(values: dict, opt: str, arg: str | None) -> None:
+    if opt in INFO_OPTIONS:
+        raise InfoRequested(opt)
+    if opt in LONG_ARGUMENT_FIELDS:
+        if arg is None:
+            raise UsageError([f"{PROG}: option requires an argument -- {opt}", USAGE], False)
+        name, read = LONG_ARGUMENT_FIELDS[opt]
+        values[name] = read(arg)
+    elif opt in LONG_FLAG_FIELDS:
+        if arg is not None:
+            raise UsageError([f"{PROG}: option takes no argument -- {opt}", USAGE], False)
+        name, value = LONG_FLAG_FIELDS[opt]
+        values[name] = value
+    else:
+        raise UsageError([f"{PROG}: illegal option -- {opt}", USAGE], False)
+
+
+def getopt(argv: list[str], with_argument: str,
+           long_with_argument: Mapping[str, object] = {}) -> tuple[list[tuple[str, str | None]], int]:
     """djb getopt: the (option, argument) pairs in order, and the index of the
     first word after the options.  Flags may be clustered; an option in
     `with_argument` takes the rest of its word or the next word; `--` or the
     first word not starting with `-` ends the options.  An option whose
-    argument is missing is the last pair, with argument None."""
+    argument is missing is the last pair, with argument None.
+
+    Our extension: a word `--name` or `--name=value` is one long option,
+    paired as ("--name", value); one in `long_with_argument` without `=`
+    takes the next word.  A long flag given `=value` is paired with that
+    value, for the caller to refuse."""
     pairs: list[tuple[str, str | None]] = []
     index = 0
     while index < len(argv):
@@ -139,6 +178,19 @@ def getopt(argv: list[str], with_argument: str) -> tuple[list[tuple[str, str | N
         if not word.startswith("-") or word == "-":
             break
         index += 1
+        if word.startswith("--"):
+            name, equals, value = word.partition("=")
+            if equals:
+                pairs.append((name, value))
+            elif name in long_with_argument:
+                if index >= len(argv):
+                    pairs.append((name, None))
+                    return pairs, index
+                pairs.append((name, argv[index]))
+                index += 1
+            else:
+                pairs.append((name, None))
+            continue
         pos = 1
         while pos < len(word):
             opt = word[pos]
@@ -161,8 +213,11 @@ def parse_args(argv: list[str], env: Mapping[str, str] | None = None) -> Options
     """Parse argv (without the program name).  Raises UsageError."""
     env = env or {}
     values: dict = {}
-    pairs, index = getopt(argv, WITH_ARGUMENT)
+    pairs, index = getopt(argv, WITH_ARGUMENT, LONG_ARGUMENT_FIELDS)
     for opt, arg in pairs:
+        if opt.startswith("--"):
+            _apply_long(values, opt, arg)
+            continue
         if opt in WITH_ARGUMENT and arg is None:
             raise UsageError([f"{PROG}: option requires an argument -- {opt}", USAGE], False)
         if opt not in FLAGS and opt not in WITH_ARGUMENT:

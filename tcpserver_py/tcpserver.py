@@ -9,12 +9,12 @@ import os
 import signal
 import sys
 
-from . import logfmt
+from . import VERSION_LINE as VERSION, logfmt
 from .environ import inherited_environment
 from .errstr import error_str
 from .exitcodes import PERMANENT, TEMPORARY
 from .net.listen import ListenError, open_listener
-from .options import QUIET, UsageError, parse_args
+from .options import QUIET, USAGE, InfoRequested, UsageError, parse_args
 # Everything the server and its children run is imported now, before -u/-g
 # may take away the right to read the interpreter's files.
 from .server.loop import serve
@@ -32,6 +32,9 @@ def main() -> None:
         if not exc.quiet:
             os.write(2, ("\n".join(exc.lines) + "\n").encode("utf-8", "surrogateescape"))
         sys.exit(PERMANENT)
+    except InfoRequested as exc:
+        os.write(1, (VERSION if exc.option == "--version" else USAGE + "\n").encode())
+        sys.exit(0)
 
     # The original catches SIGTERM (exit 0) before it binds; serve() later
     # replaces this with a handler that only records the signal.
