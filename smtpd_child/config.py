@@ -17,6 +17,7 @@ from smtpd_child.smtp.protocol import SessionConfig
 DEFAULT_QMAILHOME = "/var/qmail"
 DEFAULT_TIMEOUT = 1200          # qmail's timeoutsmtpd default, seconds per read
 DEFAULT_DEADLINE = 3600         # whole session, seconds (SMTPD_DEADLINE overrides)
+DEFAULT_ERRORS = 20             # error replies before 421 (SMTPD_ERROR_LIMIT overrides)
 MAX_SECONDS = 10 ** 8           # about three years: longer waits would overflow select()
 SPOOL_DIRNAME = "spool"
 
@@ -170,6 +171,22 @@ def _interface_addresses():
     return addresses
 
 
+def _no_name(control, qmailhome_variable):
+    """The message for a qmail home without control/me and control/smtpgreeting."""
+    if qmailhome_variable:
+        cause = f"is QMAILHOME={qmailhome_variable} right?"
+    else:
+        cause = f"QMAILHOME is not set, so the qmail home is {DEFAULT_QMAILHOME}:"
+    return (f"{os.path.join(control, 'me')} and {os.path.join(control, 'smtpgreeting')} "
+            f"are both missing: {cause} a mistyped or unset QMAILHOME is the usual cause")
+
+
+def error_limit(environ):
+    """SMTPD_ERROR_LIMIT: 4xx/5xx replies before the 421; as SMTPD_DEADLINE, a
+    positive number (empty, 0 or no digits: the default)."""
+    return leading_number(os.fsencode(environ.get("SMTPD_ERROR_LIMIT", ""))) or DEFAULT_ERRORS
+
+
 def load(environ=None, clock=None) -> Settings:
     """Read everything once, before the greeting.  Raises ControlsUnreadable."""
     environ = os.environ if environ is None else environ
@@ -182,7 +199,7 @@ def load(environ=None, clock=None) -> Settings:
     if greeting is None:
         greeting = me
     if greeting is None:
-        raise ControlsUnreadable("control/me and control/smtpgreeting are both missing")
+        raise ControlsUnreadable(_no_name(control, environ.get("QMAILHOME")))
     local_ip_host = control_line(os.path.join(control, "localiphost"))
     if local_ip_host is None:
         local_ip_host = me
@@ -195,8 +212,11 @@ def load(environ=None, clock=None) -> Settings:
 
     rcpthosts = control_list(os.path.join(control, "rcpthosts"))
     more = None
+    relayclient = _env(environ, "RELAYCLIENT")
     if rcpthosts is None:
-        warnings.append("control/rcpthosts is missing: refusing to relay for every domain")
+        if relayclient is None:      # a RELAYCLIENT session never reads rcpthosts
+            warnings.append(f"{os.path.join(control, 'rcpthosts')} is missing: "
+                            f"refusing to relay for every domain")
     else:
         cdb_path = os.path.join(control, "morercpthosts.cdb")
         try:
@@ -206,7 +226,6 @@ def load(environ=None, clock=None) -> Settings:
             if e.errno != errno.ENOENT:
                 raise ControlsUnreadable(f"unable to read {cdb_path}: {e.strerror}") from None
     badmailfrom = control_list(os.path.join(control, "badmailfrom")) or []
-    relayclient = _env(environ, "RELAYCLIENT")
 
     tcplocalip = environ.get("TCPLOCALIP", "")
     session = SessionConfig(
@@ -220,6 +239,7 @@ def load(environ=None, clock=None) -> Settings:
         remoteinfo=_env(environ, "TCPREMOTEINFO"),
         local=_env(environ, "TCPLOCALHOST", _env(environ, "TCPLOCALIP", b"unknown")),
         clock=clock or (lambda: 0),
+        max_errors=error_limit(environ),
     )
 
     deadline = leading_number(os.fsencode(environ.get("SMTPD_DEADLINE", ""))) or DEFAULT_DEADLINE

@@ -176,9 +176,9 @@ def main() -> None:
         log(warning)
     output.timeout = settings.timeout
     if settings.queue_program is not None:
-        queue = QueueProgram(settings.queue_program, clock, os.environ, settings.timeout)
+        queue = QueueProgram(settings.queue_program, clock, os.environ, settings.timeout, log)
     else:
-        queue = Spool(settings.spool_dir, clock)
+        queue = Spool(settings.spool_dir, clock, log)
     flags = _set_nonblocking(1)
     code = Driver(settings, Session(settings.session), queue, output).run(started)
     _restore_flags(1, flags)

@@ -5,7 +5,7 @@
 Creates, only where missing: control/me (`localhost`), control/rcpthosts
 (`localhost` and `example.org`: mail to those domains is accepted from any
 client, everything else only from clients with RELAYCLIENT) and the built-in
-spool QMAILHOME/spool/{tmp,new}.  Existing files are never changed, so it is
+spool QMAILHOME/spool/{tmp,new} (mode 0700).  Existing files are never changed, so it is
 safe to run before every start.
 """
 
@@ -22,10 +22,13 @@ def setup(home: str) -> list:
     """Create what is missing; returns the paths created."""
     created = []
     control = os.path.join(home, "control")
-    for directory in (control, os.path.join(home, "spool", "tmp"),
-                      os.path.join(home, "spool", "new")):
+    spool = os.path.join(home, "spool")
+    for directory in (control, spool, os.path.join(spool, "tmp"), os.path.join(spool, "new")):
         if not os.path.isdir(directory):
             os.makedirs(directory, exist_ok=True)
+            if directory != control:
+                # smtpd-child refuses a spool others can write: 0700 whatever the umask.
+                os.chmod(directory, 0o700)
             created.append(directory)
     for name, content in DEFAULT_FILES.items():
         path = os.path.join(control, name)

@@ -84,7 +84,7 @@ def test_spool_failure_is_temporary_and_leaves_nothing(spool, monkeypatch):
 
 def test_spool_directory_fsync_failure_withdraws_the_message(spool, monkeypatch):
     # A 451 tells the client to send again: the file must not stay in new/ as well.
-    import smtpd_child.delivery.queue as queue_module
+    import smtpd_child.delivery.spool as queue_module
 
     def broken(path):
         raise OSError(5, "Input/output error")
@@ -120,7 +120,7 @@ def test_spool_tool_survives_a_closed_pipe_and_foreign_files(spool):
 
 def test_spool_fsyncs_the_spool_directory_when_it_creates_new(spool, monkeypatch):
     # A new/ made for the first message must itself survive a crash after the 250.
-    import smtpd_child.delivery.queue as queue_module
+    import smtpd_child.delivery.spool as queue_module
     synced = []
     real = queue_module._fsync_directory
 

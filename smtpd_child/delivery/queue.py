@@ -1,10 +1,13 @@
-"""Where accepted mail goes: a qmail-queue program, or the built-in spool.
+"""Where accepted mail goes: a qmail-queue program, or the built-in spool (spool.py).
 
 Both backends have the same life cycle, driven by main.py:
   open(sender, recipients) -> bool   False: answer `451 qqt failure`
   write(bytes)                       message bytes (LF line ends)
   abort()                            nothing may be queued
   commit() -> reply bytes            `250 ok ...` only once the mail is safe
+Both take a `log` callable: every failure an administrator must fix (a
+program that cannot run, a spool that cannot be written) is one line naming
+the path and the reason; the client only ever sees qmail's reply.
 """
 
 import os
@@ -14,7 +17,8 @@ import select
 import _signal as signal
 
 from smtpd_child.smtp import replies
-from smtpd_child.delivery import spoolfile
+# Re-exported: the driver takes both backends from this module.
+from smtpd_child.delivery.spool import Spool  # noqa: F401
 from smtpd_child.smtp.envelope import envelope_bytes
 
 CHUNK = 65536
@@ -30,8 +34,9 @@ class QueueProgram:
     input, or does not exit, for `timeout` seconds is killed: `451 qq timeout`.
     """
 
-    def __init__(self, path: str, clock, environment, timeout: float = 1200):
+    def __init__(self, path: str, clock, environment, timeout: float = 1200, log=None):
         self.path = path
+        self.log = log or _no_log
         self.clock = clock
         self.environment = environment
         self.timeout = timeout         # seconds the program may take input or to exit
@@ -48,7 +53,8 @@ class QueueProgram:
         try:
             message_r, self.message_fd = os.pipe()
             envelope_r, self.envelope_fd = os.pipe()
-        except OSError:
+        except OSError as e:
+            self.log(f"unable to make a pipe for the queue program: {e.strerror}")
             return False
         try:
             self.pid = os.posix_spawn(
@@ -56,16 +62,28 @@ class QueueProgram:
                 file_actions=[(os.POSIX_SPAWN_DUP2, message_r, 0),
                               (os.POSIX_SPAWN_DUP2, envelope_r, 1)],
                 setsigdef=(signal.SIGPIPE, signal.SIGCHLD))
-        except (OSError, ValueError):     # ValueError: an empty program name
+        except (OSError, ValueError) as e:     # ValueError: an empty program name
             # qmail's child would exit 120: swallow the data, then say so.
             self.exec_failed = True
             self.pid = None
+            self.log(self._exec_problem(e))
         finally:
             os.close(message_r)
             os.close(envelope_r)
         os.set_blocking(self.message_fd, False)
         os.set_blocking(self.envelope_fd, False)
         return True
+
+    def _exec_problem(self, error) -> str:
+        if not self.path:
+            return "unable to run the queue program: QMAILQUEUE is set but empty"
+        reason = getattr(error, "strerror", None) or str(error)
+        name = self.path
+        if not os.path.isabs(name):
+            # posix_spawn does not search PATH: the name is taken from the
+            # qmail home, where main.py has changed to.
+            name = f"{os.path.abspath(name)} (QMAILQUEUE={self.path} is relative to the qmail home)"
+        return f"unable to run the queue program {name}: {reason}"
 
     def write(self, data: bytes) -> None:
         if self.write_error or self.exec_failed or self.timed_out:
@@ -164,102 +182,6 @@ class QueueProgram:
                 return None
 
 
-class Spool:
-    """The built-in durable spool: `<dir>/tmp` while writing, `<dir>/new` when safe.
+def _no_log(message: str) -> None:
+    pass
 
-    A message is written to tmp/, fsynced, renamed into new/ and new/ is
-    fsynced before commit() returns the 250; an aborted or failed message is
-    removed from tmp/, so new/ only ever holds complete messages.
-    """
-
-    def __init__(self, directory: str, clock):
-        self.directory = directory
-        self.clock = clock
-        self.file = None
-        self.name = None
-        self.failed = False
-
-    def open(self, sender, recipients) -> bool:
-        if not os.path.isdir(self.directory):
-            return False
-        tmp = os.path.join(self.directory, "tmp")
-        try:
-            created = False
-            for sub in (tmp, os.path.join(self.directory, "new")):
-                if not os.path.isdir(sub):
-                    os.makedirs(sub, exist_ok=True)
-                    created = True
-            if created:
-                # The new directory entries must be durable before any 250.
-                _fsync_directory(self.directory)
-            self.name = f"{self.clock()}.{os.getpid()}.{os.urandom(6).hex()}"
-            fd = os.open(os.path.join(tmp, self.name),
-                         os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError:
-            return False
-        self.file = os.fdopen(fd, "wb", buffering=CHUNK)
-        self.failed = False
-        self.write(spoolfile.header(sender, recipients))
-        return True
-
-    def write(self, data: bytes) -> None:
-        if self.failed:
-            return
-        try:
-            self.file.write(data)
-        except OSError:
-            self.failed = True
-
-    def abort(self) -> None:
-        self._discard()
-
-    def commit(self) -> bytes:
-        if self.failed:
-            self._discard()
-            return replies.queue_failure(replies.qq_status(53))
-        tmp_path = os.path.join(self.directory, "tmp", self.name)
-        new_dir = os.path.join(self.directory, "new")
-        new_path = os.path.join(new_dir, self.name)
-        renamed = False
-        try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-            self.file = None
-            os.rename(tmp_path, new_path)
-            renamed = True
-            _fsync_directory(new_dir)
-        except OSError:
-            if renamed:
-                # Not known to be durable, so the answer is 451 and the client
-                # will send it again: withdraw this copy rather than deliver twice.
-                try:
-                    os.unlink(new_path)
-                except OSError:
-                    pass
-            self._discard()
-            return replies.queue_failure(replies.qq_status(53))
-        self.name = None
-        return replies.accepted(self.clock(), os.getpid())
-
-    def _discard(self):
-        if self.file is not None:
-            try:
-                self.file.close()
-            except OSError:
-                pass
-            self.file = None
-        if self.name is not None:
-            try:
-                os.unlink(os.path.join(self.directory, "tmp", self.name))
-            except OSError:
-                pass
-            self.name = None
-
-
-def _fsync_directory(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

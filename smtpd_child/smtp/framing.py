@@ -61,6 +61,7 @@ END = "end"             # `.` CR LF seen; the rest belongs to the command stream
 BARE_LF = "bare-lf"     # a LF without CR: qmail answers 451 and disconnects
 
 MAX_HOPS = 100
+SKIP_KEEP = 16          # skip() keeps at most this much of an unfinished line
 
 
 class DataDecoder:
@@ -113,6 +114,58 @@ class DataDecoder:
             self.line_start = False
         self.partial = rest
         return b"".join(out), MORE, b""
+
+    def skip(self, data: bytes):
+        """feed() for a message already refused (over databytes, or looping).
+
+        Nothing is decoded: the end line and a bare LF are found and the hops
+        still counted (qmail answers 554 for hops before 552 for size) with a
+        few scans over the whole chunk instead of a loop per line, so a client
+        that goes on sending costs little.  Returns what feed() returns, with
+        empty decoded bytes.
+        """
+        buf = self.partial + data if self.partial else data
+        last = buf.rfind(b"\n")
+        if self.line_start and buf.startswith(b".\r\n"):
+            end = 0
+        else:
+            found = buf.find(b"\n.\r\n")
+            end = found + 1 if found >= 0 else -1
+        whole = buf[:end] if end >= 0 else buf[:last + 1]    # complete lines before the end
+        if whole.count(b"\n") != whole.count(b"\r\n"):
+            self.partial = b""
+            return b"", BARE_LF, b""
+        if self.in_header and whole:
+            self._count_hops_in(whole)
+        if end >= 0:
+            self.partial = b""
+            return b"", END, buf[end + 3:]
+        if last >= 0:
+            self.line_start = True
+        rest = buf[last + 1:]
+        if len(rest) > SKIP_KEEP:
+            # Only a line's first bytes matter here (`.` CR, a hop's name) and
+            # its last (the CR of CR LF): keep the partial line short.
+            if self.line_start and self.in_header:
+                self._count_hop(rest[:-1])
+            rest = rest[-1:]
+            self.line_start = False
+        self.partial = rest
+        return b"", MORE, b""
+
+    def _count_hops_in(self, whole: bytes) -> None:
+        """_count_hop() for every line start in complete lines, by whole-chunk scans."""
+        if self.line_start and whole.startswith(b"\r\n"):
+            self.in_header = False
+            return
+        header_end = whole.find(b"\n\r\n")
+        if header_end >= 0:
+            whole = whole[:header_end + 1]
+            self.in_header = False
+        low = whole.lower()
+        self.hops += low.count(b"\nreceived") + low.count(b"\ndelivered")
+        if self.line_start and (low.startswith(b"received") or low.startswith(b"delivered")):
+            self.hops += 1
 
     def _count_hop(self, raw_line: bytes) -> None:
         if not self.in_header:

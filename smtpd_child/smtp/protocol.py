@@ -25,6 +25,7 @@ SEND, FLUSH, OPEN, WRITE, ABORT, COMMIT, CLOSE = (
     "send", "flush", "open", "write", "abort", "commit", "close")
 
 MAX_RECIPIENTS = 100
+MAX_ERRORS = 20         # Postfix's smtpd_hard_error_limit
 INTERNAL_ERROR = b"421 internal error (#4.3.0)\r\n"
 
 _COMMAND, _WAIT_OPEN, _DATA, _WAIT_COMMIT, _CLOSED = range(5)
@@ -36,7 +37,8 @@ class SessionConfig:
     def __init__(self, *, greeting=b"localhost", databytes=0, policy=None,
                  local_ip_host=None, is_local_ip=None, remotehost=b"unknown",
                  remoteip=b"unknown", remoteinfo=None, local=b"unknown",
-                 clock=lambda: 0, max_recipients=MAX_RECIPIENTS):
+                 clock=lambda: 0, max_recipients=MAX_RECIPIENTS,
+                 max_errors=MAX_ERRORS):
         self.greeting = greeting
         self.databytes = databytes
         self.policy = policy if policy is not None else Policy()
@@ -48,6 +50,7 @@ class SessionConfig:
         self.local = local
         self.clock = clock
         self.max_recipients = max_recipients
+        self.max_errors = max_errors
 
 
 class Session:
@@ -63,6 +66,7 @@ class Session:
         self.decoder = None
         self.stored = 0
         self.failed = False              # the queue was told to ABORT
+        self.errors = 0                  # 4xx/5xx replies since the last accepted message
         self._out = []
 
     # -- entry points -------------------------------------------------------
@@ -137,6 +141,8 @@ class Session:
             return
         self.state = _COMMAND
         self._reply(reply, flush=True)
+        if reply.startswith(b"250"):
+            self.errors = 0              # as Postfix: errors count until mail is delivered
         self._run()
 
     def _run(self):
@@ -144,6 +150,11 @@ class Session:
             if self.state == _DATA:
                 self._run_data()
             if self.state != _COMMAND:
+                return
+            if self.errors >= self.config.max_errors:
+                # Bounded even for a client that sends nothing but errors.
+                self._reply(replies.TOO_MANY_ERRORS, flush=True)
+                self._close(1)
                 return
             line = self.lines.next_line()
             if line is None:
@@ -157,7 +168,8 @@ class Session:
         pending = self.lines.take_rest()
         if not pending:
             return
-        decoded, status, rest = self.decoder.feed(pending)
+        # Once the message is refused nothing more is decoded, only skipped.
+        decoded, status, rest = (self.decoder.skip if self.failed else self.decoder.feed)(pending)
         self._store(decoded)
         if status == BARE_LF:
             if not self.failed:
@@ -301,6 +313,8 @@ class Session:
 
     def _reply(self, text, flush=False):
         self._out.append((SEND, text))
+        if text[:1] in (b"4", b"5"):
+            self.errors += 1
         if flush:
             self._out.append((FLUSH,))
 

@@ -63,6 +63,7 @@ TOO_MANY_RECIPIENTS = b"452 too many recipients (#4.5.3)\r\n"
 NO_RELAY = b"553 we don't relay (#5.7.1)\r\n"
 NEEDS_DOMAIN = b"553 sorry, that address needs a domain (#5.1.3)\r\n"
 SESSION_DEADLINE = b"451 session time limit exceeded (#4.4.2)\r\n"
+TOO_MANY_ERRORS = b"421 too many errors (#4.7.0)\r\n"
 
 # qmail-queue status strings (first byte D = permanent, Z = temporary),
 # keyed by the queue program's exit code, as qmail.c's qmail_close().
