@@ -21,6 +21,11 @@ from smtpd_child.smtp.protocol import (ABORT, CLOSE, COMMIT, FLUSH, INTERNAL_ERR
 from smtpd_child.delivery.queue import QueueProgram, Spool
 
 READ_SIZE = 65536
+# qmail-smtpd's output buffer size.  fd 1 stays blocking (it is often an open
+# file description shared with a wrapper or inetd, which must never see
+# O_NONBLOCK): select() says there is room, and a write this small then
+# completes at once.
+WRITE_SIZE = 512
 
 
 def log(message: str) -> None:
@@ -49,15 +54,21 @@ class Output:
 
     def flush(self) -> None:
         while self.pending:
+            wait = self.timeout
+            if self.deadline is not None:
+                wait = min(wait, self.deadline - time.monotonic())
             try:
-                written = os.write(self.fd, self.pending)
-            except BlockingIOError:
-                wait = self.timeout
-                if self.deadline is not None:
-                    wait = min(wait, self.deadline - time.monotonic())
-                if wait <= 0 or not select.select([], [self.fd], [], wait)[1]:
-                    raise Finished(1) from None    # qmail: write timeout exits silently
+                ready = wait > 0 and select.select([], [self.fd], [], wait)[1]
+            except InterruptedError:
                 continue
+            except (OSError, ValueError):
+                raise Finished(1) from None
+            if not ready:
+                raise Finished(1)           # qmail: write timeout exits silently
+            try:
+                written = os.write(self.fd, self.pending[:WRITE_SIZE])
+            except (BlockingIOError, InterruptedError):
+                continue                    # (a descriptor made non-blocking by others)
             except OSError:
                 raise Finished(1) from None
             del self.pending[:written]
@@ -157,6 +168,8 @@ class Driver:
 
 def main() -> None:
     started = time.monotonic()
+    if len(sys.argv) == 2:
+        _answer_info_request(sys.argv[1:])
     # A SIGCHLD inherited as ignored would make a failed queue look like success.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     clock = lambda: int(time.time())  # noqa: E731
@@ -169,7 +182,7 @@ def main() -> None:
         _exit(output, 1)
     except (config.ControlsUnreadable, OSError) as e:
         log(str(e) if isinstance(e, config.ControlsUnreadable)
-            else f"unable to enter the qmail home: {e.strerror}")
+            else f"unable to enter the qmail home {e.filename}: {e.strerror}")
         output.add(replies.CONTROLS)
         _exit(output, 1)
     for warning in settings.warnings:
@@ -179,9 +192,7 @@ def main() -> None:
         queue = QueueProgram(settings.queue_program, clock, os.environ, settings.timeout, log)
     else:
         queue = Spool(settings.spool_dir, clock, log)
-    flags = _set_nonblocking(1)
     code = Driver(settings, Session(settings.session), queue, output).run(started)
-    _restore_flags(1, flags)
     _exit(output, code)
 
 
@@ -193,21 +204,18 @@ def _exit(output, code):
     sys.exit(code)
 
 
-def _set_nonblocking(fd):
+def _answer_info_request(arguments):
+    """`--help` or `--version` alone: the text on stdout, exit 0."""
+    from smtpd_child import usage
+    text = usage.info(arguments, usage.SMTPD_CHILD_HELP)
+    if text is None:
+        return
     try:
-        flags = os.get_blocking(fd)
-        os.set_blocking(fd, False)
-        return flags
-    except OSError:
-        return None
-
-
-def _restore_flags(fd, blocking):
-    if blocking is not None:
-        try:
-            os.set_blocking(fd, blocking)
-        except OSError:
-            pass
+        os.write(1, text.encode())
+    except OSError as e:
+        log(f"unable to write to stdout: {e.strerror}")
+        sys.exit(111)
+    sys.exit(0)
 
 
 if __name__ == "__main__":

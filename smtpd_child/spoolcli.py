@@ -10,9 +10,10 @@ SPOOLDIR is QMAILHOME/spool (var/qmail/spool under `make run`).
 import os
 import sys
 
+from smtpd_child import usage
 from smtpd_child.delivery import spoolfile
 
-USAGE = "usage: smtpd-spool SPOOLDIR list | show ID | remove ID"
+USAGE = "usage: smtpd-spool SPOOLDIR list | show ID | remove ID | --help | --version"
 
 
 def fail(message: str, code: int = 111):
@@ -105,7 +106,11 @@ def remove_message(spool: str, ident: str) -> None:
 def main() -> None:
     args = sys.argv[1:]
     try:
-        if len(args) == 2 and args[1] == "list":
+        text = usage.info(args, usage.SMTPD_SPOOL_HELP)
+        if text is not None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        elif len(args) == 2 and args[1] == "list":
             list_messages(args[0])
         elif len(args) == 3 and args[1] == "show":
             show_message(args[0], args[2])

@@ -31,6 +31,7 @@ PURE_MODULES = [
     "smtpd_child/smtp/envelope.py",
     "smtpd_child/smtp/protocol.py",
     "smtpd_child/delivery/spoolfile.py",
+    "smtpd_child/usage.py",
 ]
 
 FORBIDDEN_IN_PURE = {"os", "sys", "socket", "signal", "select", "subprocess",
