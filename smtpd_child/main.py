@@ -56,9 +56,10 @@ class Output:
         while self.pending:
             wait = self.timeout
             if self.deadline is not None:
-                wait = min(wait, self.deadline - time.monotonic())
+                # Past the deadline a reply is still sent if there is room (the 451).
+                wait = max(0, min(wait, self.deadline - time.monotonic()))
             try:
-                ready = wait > 0 and select.select([], [self.fd], [], wait)[1]
+                ready = select.select([], [self.fd], [], wait)[1]
             except InterruptedError:
                 continue
             except (OSError, ValueError):

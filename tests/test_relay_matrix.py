@@ -76,8 +76,9 @@ def probe(home, pairs, **env):
     for sender, rcpt_arg in pairs:
         script += b"RSET\r\nMAIL FROM:<" + sender + b">\r\nRCPT " + rcpt_arg + b"\r\n"
     script += b"QUIT\r\n"
+    # (a real session would end after 20 refusals: the error limit is not tested here)
     environment = {"QMAILHOME": str(home), "TCPREMOTEIP": "127.0.0.1",
-                   "TCPLOCALIP": "127.0.0.1", **env}
+                   "TCPLOCALIP": "127.0.0.1", "SMTPD_ERROR_LIMIT": "100000", **env}
     out = subprocess.run([our_program("smtpd-child")], input=script, capture_output=True,
                          env=environment, timeout=30).stdout
     replies = out.split(b"\r\n")[5:-2]     # after greeting + EHLO, before 221
