@@ -174,11 +174,11 @@ def _interface_addresses():
 def _no_name(control, qmailhome_variable):
     """The message for a qmail home without control/me and control/smtpgreeting."""
     if qmailhome_variable:
-        cause = f"is QMAILHOME={qmailhome_variable} right?"
+        used = f"QMAILHOME={qmailhome_variable}"
     else:
-        cause = f"QMAILHOME is not set, so the qmail home is {DEFAULT_QMAILHOME}:"
+        used = f"QMAILHOME is not set, so {DEFAULT_QMAILHOME} is used"
     return (f"{os.path.join(control, 'me')} and {os.path.join(control, 'smtpgreeting')} "
-            f"are both missing: {cause} a mistyped or unset QMAILHOME is the usual cause")
+            f"are both missing ({used}: a mistyped or unset QMAILHOME is the usual cause)")
 
 
 def error_limit(environ):

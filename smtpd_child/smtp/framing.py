@@ -131,12 +131,12 @@ class DataDecoder:
         else:
             found = buf.find(b"\n.\r\n")
             end = found + 1 if found >= 0 else -1
-        whole = buf[:end] if end >= 0 else buf[:last + 1]    # complete lines before the end
-        if whole.count(b"\n") != whole.count(b"\r\n"):
+        whole = end if end >= 0 else last + 1     # buf[:whole]: complete lines before the end
+        if buf.count(b"\n", 0, whole) != buf.count(b"\r\n", 0, whole):
             self.partial = b""
             return b"", BARE_LF, b""
         if self.in_header and whole:
-            self._count_hops_in(whole)
+            self._count_hops_in(buf[:whole])
         if end >= 0:
             self.partial = b""
             return b"", END, buf[end + 3:]
