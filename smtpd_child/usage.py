@@ -1,8 +1,8 @@
 """--help and --version of smtpd-child and smtpd-spool (pure: texts only).
 
 Only `--help` or `--version` as the one and only argument asks for them:
-smtpd-child's other arguments (a checkpassword-style program for SMTP AUTH)
-are programs and their arguments, never options.
+beside other arguments they are not options (smtpd-child's arguments name
+programs to run, as in qmail-smtpd's SMTP AUTH convention).
 """
 
 from smtpd_child import VERSION_LINE
