@@ -21,6 +21,7 @@ from smtpd_child.delivery import spoolfile
 
 CHUNK = 65536
 DIRECTORY_MODE = 0o700
+EFFECTIVE_IDS = os.access in os.supports_effective_ids      # as open() will check
 
 
 def mode_problem(mode: int):
@@ -62,35 +63,19 @@ class Spool:
     def _ready(self, tmp) -> bool:
         """tmp/ and new/ exist, no one else can write the spool, new/ is writable."""
         new = os.path.join(self.directory, "new")
-        try:
-            if not stat.S_ISDIR(os.stat(self.directory).st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-        except OSError as e:
-            hint = ""
-            if e.errno == errno.ENOENT:
-                hint = " (make it with mode 0700, owned by the user this program runs as)"
-            self.log(f"unable to use the spool {self.directory}: {e.strerror}{hint}")
-            return False
         created = False
-        for sub in (tmp, new):
-            try:
-                os.mkdir(sub, DIRECTORY_MODE)
-            except FileExistsError:
-                continue
-            except OSError as e:
-                self.log(f"unable to create {sub}: {e.strerror}")
-                return False
-            created = True
-            try:
-                # The umask may have taken bits away (or left too many on a
-                # later chmod): the mode is set, not left to the environment.
-                os.chmod(sub, DIRECTORY_MODE)
-            except OSError as e:
-                self.log(f"unable to chmod {sub}: {e.strerror}")
-                return False
         for path in (self.directory, tmp, new):
             try:
                 info = os.stat(path)
+            except FileNotFoundError as e:
+                if path == self.directory:
+                    self.log(f"unable to use the spool {path}: {e.strerror} (make it with "
+                             f"mode 0700, owned by the user this program runs as)")
+                    return False
+                info = self._make(path)
+                if info is None:
+                    return False
+                created = True
             except OSError as e:
                 self.log(f"unable to use {path}: {e.strerror}")
                 return False
@@ -103,7 +88,7 @@ class Spool:
                 return False
         # new/ is only written at commit: find out now, before the client sends
         # the message, and say which directory and why.
-        if not os.access(new, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        if not os.access(new, os.W_OK | os.X_OK, effective_ids=EFFECTIVE_IDS):
             self.log(f"unable to write into {new}: {os.strerror(errno.EACCES)}")
             return False
         if created:
@@ -114,6 +99,22 @@ class Spool:
                 self.log(f"unable to fsync {self.directory}: {e.strerror}")
                 return False
         return True
+
+    def _make(self, path):
+        """Create tmp/ or new/ with DIRECTORY_MODE; its stat, or None (logged)."""
+        try:
+            try:
+                os.mkdir(path, DIRECTORY_MODE)
+            except FileExistsError:
+                pass                    # another session made it first: checked as found
+            else:
+                # The umask may have taken bits away: the mode is set, not
+                # left to whatever umask the service was started with.
+                os.chmod(path, DIRECTORY_MODE)
+            return os.stat(path)
+        except OSError as e:
+            self.log(f"unable to create {path}: {e.strerror}")
+            return None
 
     def write(self, data: bytes) -> None:
         if self.failed is not None:
