@@ -17,7 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	@# tcp-env start once per connection, tcprules on every rules change).
 	@for entry in smtpd-child:smtpd_child.main tcp-env:tcpserver_py.tcpenv \
 	        tcprulescheck:tcpserver_py.tcprulescheck \
-	        tcpserver:tcpserver_py.tcpserver smtpd-spool:smtpd_child.spoolcli; do \
+	        tcpserver:tcpserver_py.tcpserver smtpd-spool:smtpd_child.spoolcli \
+	        smtpd-checkpassword:smtpd_child.auth.checkpassword \
+	        relay-ctrl-allow:smtpd_child.relayctrl.allow \
+	        relay-ctrl-check:smtpd_child.relayctrl.check \
+	        relay-ctrl-age:smtpd_child.relayctrl.age; do \
 	    printf '#!%s\nimport sys\nfrom %s import main\nsys.exit(main())\n' \
 	        "$(abspath $(BIN))/python" "$${entry#*:}" > $(BIN)/$${entry%%:*}; \
 	done

@@ -32,6 +32,8 @@ PURE_MODULES = [
     "smtpd_child/smtp/protocol.py",
     "smtpd_child/delivery/spoolfile.py",
     "smtpd_child/usage.py",
+    "smtpd_child/auth/passfile.py",
+    "smtpd_child/relayctrl/names.py",
 ]
 
 FORBIDDEN_IN_PURE = {"os", "sys", "socket", "signal", "select", "subprocess",
@@ -44,6 +46,8 @@ EDGE_MODULES = {
     "tcpserver_py/__main__.py",
     "smtpd_child/main.py", "smtpd_child/config.py", "smtpd_child/spoolcli.py",
     "smtpd_child/setup_local.py", "smtpd_child/__main__.py",
+    "smtpd_child/auth/checkpassword.py", "smtpd_child/relayctrl/allow.py",
+    "smtpd_child/relayctrl/check.py", "smtpd_child/relayctrl/age.py",
 }
 
 
