@@ -144,7 +144,7 @@ def lookup(data: bytes, name: bytes):
     or on two lines, is UNUSABLE: the caller answers "temporary failure",
     never guesses which line was meant.
     """
-    found, problems, unusable = None, [], False
+    found, problems, unusable, seen = None, [], False, set()
     for number, entry, rest in _entries(data):
         reason = "no colon after the name" if entry is None else name_problem(entry)
         encoded = None
@@ -160,10 +160,11 @@ def lookup(data: bytes, name: bytes):
             problems.append((number, reason))
             unusable = unusable or entry == name
             continue
-        if entry == name:
-            if found is not None:
-                problems.append((number, "the name is also on an earlier line"))
-                unusable = True
+        if entry in seen:
+            problems.append((number, "the name is also on an earlier line"))
+            unusable = unusable or entry == name
+        seen.add(entry)
+        if entry == name and found is None:
             found = encoded
     if unusable:
         return UNUSABLE, None, problems
