@@ -6,7 +6,9 @@ for the next minutes, the other may not.
 """
 
 import contextlib
+import functools
 import os
+import pathlib
 import poplib
 import pwd
 import shutil
@@ -55,6 +57,7 @@ service pop3 {{
 }}
 service postlogin {{
   executable = script-login {root}/postlogin
+  user = {script_user}
   unix_listener postlogin {{
   }}
 }}
@@ -77,47 +80,80 @@ def free_port():
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def dovecot(relaydir):
-    """A dovecot POP3 server of its own on 127.0.0.1; yields its port."""
-    binary = peer_program("/usr/sbin/dovecot")
-    # Unprivileged dovecot processes must reach these files: not under
-    # pytest's 0700 tmp_path.
-    root = tempfile.mkdtemp(prefix="dovecot-test-")
-    os.chmod(root, 0o755)
-    account = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+def mail_account():
+    """Who dovecot's unprivileged processes and the post-login script run as."""
+    return pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+
+
+@functools.cache
+def script_account():
+    """Who the post-login script runs as: the unprivileged mail account when
+    it can run our programs, else (an interpreter under a private home, as
+    with pyenv in /root) the user running the test."""
+    account = mail_account()
+    if account.pw_uid != os.geteuid():
+        try:
+            subprocess.run([our_program("relay-ctrl-allow"), "/bin/true"], env={}, user=account.pw_uid,
+                           group=account.pw_gid, extra_groups=[], capture_output=True,
+                           timeout=20, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            print(f"post-login script runs as uid {os.geteuid()}: {account.pw_name} "
+                  f"cannot run {our_program('relay-ctrl-allow')}")
+            return pwd.getpwuid(os.geteuid())
+    return account
+
+
+@pytest.fixture
+def scratch():
+    """A directory dovecot's unprivileged processes can reach (pytest's
+    tmp_path is 0700), holding the relay-ctrl directory they write to."""
+    root = tempfile.mkdtemp(prefix="smtp-after-pop-")
     try:
+        os.chmod(root, 0o755)
+        account, writer = mail_account(), script_account()
+        relaydir = os.path.join(root, "relay-ctrl")
+        os.mkdir(relaydir, 0o755)
         for sub in ("run", "state", "home/alice/Maildir/new", "home/alice/Maildir/cur",
                     "home/alice/Maildir/tmp"):
             os.makedirs(os.path.join(root, sub), 0o755, exist_ok=True)
-        for dirpath, _, _ in os.walk(os.path.join(root, "home", "alice")):
-            os.chown(dirpath, account.pw_uid, account.pw_gid) if os.geteuid() == 0 else None
-        with open(os.path.join(root, "users"), "w") as f:
-            f.write("alice:{PLAIN}pop-secret\n")
-        script = os.path.join(root, "postlogin")
-        with open(script, "w") as f:
-            f.write(POSTLOGIN.format(relaydir=relaydir, allow=our_program("relay-ctrl-allow")))
-        os.chmod(script, 0o755)
-        for attempt in range(3):            # the free port may be taken meanwhile
-            port = free_port()
-            conf = os.path.join(root, "dovecot.conf")
-            with open(conf, "w") as f:
-                f.write(DOVECOT_CONF.format(root=root, user=account.pw_name, uid=account.pw_uid,
-                                            gid=account.pw_gid, port=port))
-            proc = subprocess.Popen([binary, "-F", "-c", conf], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True)
-            if wait_for_banner(port, proc):
-                break
-            stop(proc)
-        else:
-            log = open(os.path.join(root, "dovecot.log"), errors="replace").read()
-            pytest.fail(f"dovecot did not start: {proc.stderr.read()!r} {log[-2000:]}")
-        try:
-            yield port
-        finally:
-            stop(proc)
+        if os.geteuid() == 0:
+            os.chown(relaydir, writer.pw_uid, writer.pw_gid)    # written by the script
+            for path in [d for d, _, _ in os.walk(os.path.join(root, "home"))]:
+                os.chown(path, account.pw_uid, account.pw_gid)
+        yield pathlib.Path(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def dovecot(root):
+    """A dovecot POP3 server of its own on 127.0.0.1; yields its port."""
+    binary = peer_program("/usr/sbin/dovecot")
+    account = mail_account()
+    (root / "users").write_text("alice:{PLAIN}pop-secret\n")
+    script = root / "postlogin"
+    script.write_text(POSTLOGIN.format(relaydir=root / "relay-ctrl",
+                                       allow=our_program("relay-ctrl-allow")))
+    script.chmod(0o755)
+    for attempt in range(3):            # the free port may be taken meanwhile
+        port = free_port()
+        conf = root / "dovecot.conf"
+        conf.write_text(DOVECOT_CONF.format(root=root, user=account.pw_name,
+                                            uid=account.pw_uid, gid=account.pw_gid, port=port,
+                                            script_user=script_account().pw_name))
+        proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        if wait_for_banner(port, proc):
+            break
+        stop(proc)
+    else:
+        log = (root / "dovecot.log").read_text(errors="replace") if \
+            (root / "dovecot.log").exists() else ""
+        pytest.fail(f"dovecot did not start: {proc.stderr.read()!r} {log[-2000:]}")
+    try:
+        yield port
+    finally:
+        stop(proc)
 
 
 def wait_for_banner(port, proc, seconds=15):
@@ -198,12 +234,11 @@ def relay_attempt(port, source):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", ["c", "ours"], ids=["c-tcpserver", "our-tcpserver"])
-def test_pop_login_opens_relaying_for_that_address_only(tmp_path, kind):
+def test_pop_login_opens_relaying_for_that_address_only(tmp_path, scratch, kind):
     tcpserver = peer_program("/usr/bin/tcpserver") if kind == "c" else our_program("tcpserver")
-    relaydir = tmp_path / "relay-ctrl"
-    relaydir.mkdir()
+    relaydir = scratch / "relay-ctrl"
     home = make_home(tmp_path)
-    with dovecot(str(relaydir)) as pop_port, \
+    with dovecot(scratch) as pop_port, \
             smtp_server(tmp_path, home, relaydir, 600, tcpserver) as smtp_port, \
             smtp_server(tmp_path, home, relaydir, 1, tcpserver) as short_port:
         assert relay_attempt(smtp_port, "127.0.0.2") == NOGATEWAY      # not logged in yet
