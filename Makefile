@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	@for entry in smtpd-child:smtpd_child.main tcp-env:tcpserver_py.tcpenv \
 	        tcprulescheck:tcpserver_py.tcprulescheck \
 	        tcpserver:tcpserver_py.tcpserver smtpd-spool:smtpd_child.spoolcli \
-	        smtpd-checkpassword:smtpd_child.auth.checkpassword \
+	        smtpd-checkpassword:smtpd_child.passwords.program \
 	        relay-ctrl-allow:smtpd_child.relayctrl.allow \
 	        relay-ctrl-check:smtpd_child.relayctrl.check \
 	        relay-ctrl-age:smtpd_child.relayctrl.age; do \

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from conftest import our_program
-from smtpd_child.auth import passfile
+from smtpd_child.passwords import passfile
 
 FAST = {"ln": 4, "r": 8, "p": 1}       # cheap parameters for the pure tests
 SALT = b"0123456789abcdef"

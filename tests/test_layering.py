@@ -32,7 +32,7 @@ PURE_MODULES = [
     "smtpd_child/smtp/protocol.py",
     "smtpd_child/delivery/spoolfile.py",
     "smtpd_child/usage.py",
-    "smtpd_child/auth/passfile.py",
+    "smtpd_child/passwords/passfile.py",
     "smtpd_child/relayctrl/names.py",
 ]
 
@@ -46,7 +46,7 @@ EDGE_MODULES = {
     "tcpserver_py/__main__.py",
     "smtpd_child/main.py", "smtpd_child/config.py", "smtpd_child/spoolcli.py",
     "smtpd_child/setup_local.py", "smtpd_child/__main__.py",
-    "smtpd_child/auth/checkpassword.py", "smtpd_child/relayctrl/allow.py",
+    "smtpd_child/passwords/program.py", "smtpd_child/relayctrl/allow.py",
     "smtpd_child/relayctrl/check.py", "smtpd_child/relayctrl/age.py",
 }
 

@@ -25,7 +25,7 @@ import errno
 import os
 import sys
 
-from smtpd_child.auth import passfile, store
+from smtpd_child.passwords import passfile, store
 from smtpd_child.chainexec import exec_program, log
 
 NAME = "smtpd-checkpassword"
