@@ -277,3 +277,45 @@ def test_concurrent_adds_lose_nothing(tmp_path):
     for name in names:
         status, encoded, _ = passfile.lookup(path.read_bytes(), name.encode())
         assert status == passfile.FOUND and passfile.verify(f"pw-{name}".encode(), encoded)
+
+
+@pytest.mark.timeout(60)
+def test_add_on_a_terminal_asks_twice_without_echo(tmp_path):
+    import pty
+    import select
+    path = tmp_path / "smtppasswd"
+    argv = [our_program("smtpd-checkpassword"), "-f", str(path), "add", "tty-user"]
+
+    def converse(answers):
+        pid, fd = pty.fork()
+        if pid == 0:                                   # child: the pty is its terminal
+            os.execv(argv[0], argv)
+        seen = b""
+        try:
+            for answer in answers:
+                while not seen.rstrip().endswith(b":"):
+                    ready, _, _ = select.select([fd], [], [], 30)
+                    assert ready, seen
+                    seen += os.read(fd, 1024)
+                os.write(fd, answer)
+                seen = b""
+            while True:
+                ready, _, _ = select.select([fd], [], [], 30)
+                try:
+                    chunk = os.read(fd, 1024) if ready else b""
+                except OSError:                        # EIO: the child has gone
+                    chunk = b""
+                if not chunk:
+                    break
+                seen += chunk
+        finally:
+            os.close(fd)
+        return os.waitpid(pid, 0)[1], seen
+
+    status, output = converse([b"tty secret\n", b"tty secret\n"])
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b"tty secret" not in output                  # never echoed
+    _, encoded, _ = passfile.lookup(path.read_bytes(), b"tty-user")
+    assert passfile.verify(b"tty secret", encoded)
+    status, output = converse([b"one\n", b"two\n"])
+    assert os.waitstatus_to_exitcode(status) == 100 and b"differ" in output

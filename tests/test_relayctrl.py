@@ -197,3 +197,36 @@ def test_signals_reach_the_program_as_defaults(relaydir):
         ignored = int(result.stdout.split()[1], 16)
         assert not ignored & (1 << (13 - 1)), name          # SIGPIPE
         assert not ignored & (1 << (25 - 1)), name          # SIGXFSZ
+
+
+@pytest.mark.timeout(60)
+def test_ipv6_client_relays_through_tcpserver_after_any_spelling(tmp_path, relaydir):
+    """Recorded as 0:0:0:0:0:0:0:1 (a POP server's spelling), found for a
+    client on ::1 under our tcpserver, which sets TCPREMOTEIP=::1."""
+    import socket
+    from smtpd_servers import make_home
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    assert allow(relaydir, "0:0:0:0:0:0:0:1").returncode == 0
+    assert os.listdir(relaydir) == ["::1"]
+    home = make_home(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(home), "RELAY_CTRL_DIR": str(relaydir)}
+    proc = subprocess.Popen([our_program("tcpserver"), "-1", "-HRl0", "::1", "0",
+                             our_program("relay-ctrl-check"), our_program("smtpd-child")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    try:
+        port = int(proc.stdout.readline())
+        with socket.create_connection(("::1", port), timeout=10) as sock:
+            f = sock.makefile("rb")
+            assert f.readline().startswith(b"220 ")
+            replies = []
+            for line in (b"HELO v6.test", b"MAIL FROM:<a@v6.test>", b"RCPT TO:<b@elsewhere.test>",
+                         b"QUIT"):
+                sock.sendall(line + b"\r\n")
+                replies.append(f.readline())
+        assert replies[2] == b"250 ok\r\n"
+    finally:
+        proc.kill()
+        proc.wait()
