@@ -1,7 +1,11 @@
 """What the chain-loading programs share: a log line on stderr, and exec.
 
 relay-ctrl-allow, relay-ctrl-check and smtpd-checkpassword end by running
-the rest of their command line in their own process, as UCSPI programs do.
+the rest of their command line in their own process, as UCSPI programs do,
+with the environment they were given plus only what they set themselves.
+CPython may add LC_CTYPE=C.UTF-8 to its own environment at start-up (PEP 538
+locale coercion), so the environment handed on is read back from
+/proc/self/environ, which start-up changes do not touch.
 """
 
 import os
@@ -24,12 +28,31 @@ def log(program: str, message: str) -> None:
         pass
 
 
-def exec_program(name: str, argv: list) -> None:
-    """Run argv (searched in $PATH) in this process; on failure log and exit 111."""
+def initial_environment() -> dict:
+    """The environment this process was started with, as bytes."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            block = f.read()
+    except OSError:
+        return dict(os.environb)
+    env = {}
+    for entry in block.split(b"\0"):
+        key, eq, value = entry.partition(b"=")
+        if eq and key and key not in env:
+            env[key] = value
+    return env
+
+
+def exec_program(name: str, argv: list, changes=None) -> None:
+    """Run argv (searched in the inherited $PATH) in this process, with the
+    inherited environment and `changes`; on failure log and exit 111."""
+    env = initial_environment()
+    for key, value in (changes or {}).items():
+        env[os.fsencode(key)] = os.fsencode(value)
     for signum in EXEC_DEFAULT_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     try:
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, env)
     except OSError as exc:
         log(name, f"fatal: unable to run {argv[0]}: {exc.strerror or exc}")
     os._exit(EXIT_TEMPORARY)

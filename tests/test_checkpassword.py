@@ -319,3 +319,14 @@ def test_add_on_a_terminal_asks_twice_without_echo(tmp_path):
     assert passfile.verify(b"tty secret", encoded)
     status, output = converse([b"one\n", b"two\n"])
     assert os.waitstatus_to_exitcode(status) == 100 and b"differ" in output
+
+
+def test_environment_handed_on_with_user_only(users):
+    path, caller = users
+    base = {"PATH": "/usr/bin:/bin", "KEEP": "kept"}
+    out = subprocess.run([str(caller), "bob", "b0b", our_program("smtpd-checkpassword"),
+                          "-f", str(path), "/usr/bin/env", "-0"], env=base,
+                         capture_output=True, timeout=60).stdout
+    seen = dict(entry.decode().partition("=")[::2] for entry in out.split(b"\0") if entry)
+    seen.pop("PWD", None)           # set by the calling shell
+    assert seen == {**base, "USER": "bob"}

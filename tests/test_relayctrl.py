@@ -230,3 +230,15 @@ def test_ipv6_client_relays_through_tcpserver_after_any_spelling(tmp_path, relay
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_environment_handed_on_unchanged_but_for_relayclient(relaydir):
+    """No LC_CTYPE from Python's locale coercion, odd bytes kept as they were."""
+    allow(relaydir, "192.0.2.7")
+    base = {b"PATH": b"/usr/bin:/bin", b"RELAY_CTRL_DIR": os.fsencode(relaydir),
+            b"TCPREMOTEIP": b"192.0.2.7", b"ODD": b"\xff\xfe", b"EMPTY": b""}
+    for name, added in (("relay-ctrl-allow", {}), ("relay-ctrl-check", {b"RELAYCLIENT": b""})):
+        out = subprocess.run([our_program(name), "/usr/bin/env", "-0"], env=base,
+                             capture_output=True, timeout=20).stdout
+        seen = dict(entry.partition(b"=")[::2] for entry in out.split(b"\0") if entry)
+        assert seen == {**base, **added}, name

@@ -112,8 +112,7 @@ def check(path: str, program: list) -> int:
         return EXIT_BAD
     if not passfile.verify(password, encoded):
         return EXIT_BAD
-    os.environ["USER"] = os.fsdecode(user)
-    exec_program(NAME, program)
+    exec_program(NAME, program, {"USER": os.fsdecode(user)})
     return EXIT_TEMPORARY           # not reached
 
 

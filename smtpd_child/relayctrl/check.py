@@ -56,9 +56,10 @@ def main(argv=None) -> int:
     if not argv:
         log(NAME, "usage: relay-ctrl-check program [args...]")
         return EXIT_USAGE
+    changes = {}
     if "RELAYCLIENT" not in os.environ:
         value = relayclient_for(os.environ)
         if value is not None:
-            os.environ["RELAYCLIENT"] = value
-    exec_program(NAME, argv)
+            changes["RELAYCLIENT"] = value
+    exec_program(NAME, argv, changes)
     return 111      # not reached: exec_program runs argv or exits
