@@ -330,3 +330,15 @@ def test_environment_handed_on_with_user_only(users):
     seen = dict(entry.decode().partition("=")[::2] for entry in out.split(b"\0") if entry)
     seen.pop("PWD", None)           # set by the calling shell
     assert seen == {**base, "USER": "bob"}
+
+
+def test_update_through_a_symlink_keeps_the_link(tmp_path):
+    real_dir = tmp_path / "etc"
+    real_dir.mkdir()
+    link = tmp_path / "smtppasswd"
+    link.symlink_to(real_dir / "passwords")
+    assert add(link, "a", b"pw\n").returncode == 0
+    assert add(link, "b", b"pw\n").returncode == 0
+    assert link.is_symlink()
+    assert [line.split(":")[0] for line in (real_dir / "passwords").read_text().splitlines()] \
+        == ["a", "b"]

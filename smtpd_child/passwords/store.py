@@ -53,7 +53,10 @@ def _read_if_present(path: str):
 
 def update(path: str, change):
     """Apply `change(old bytes) -> (new bytes, result)` to the file under
-    the lock and return result; when new is None nothing is written."""
+    the lock and return result; when new is None nothing is written.
+
+    A symlink is followed: the file it names is replaced, the link stays."""
+    path = os.path.realpath(path)
     lock_path = path + ".lock"
     try:
         lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
