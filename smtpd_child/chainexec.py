@@ -13,6 +13,8 @@ import os
 # for programs that run once per connection.
 import _signal as signal
 
+from smtpd_child import usage
+
 # CPython ignores these at start-up, and an ignored signal stays ignored
 # across exec: the next program gets the defaults a C program would pass on.
 EXEC_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -26,6 +28,18 @@ def log(program: str, message: str) -> None:
         os.write(2, f"{program}: {message}\n".encode("utf-8", "backslashreplace"))
     except OSError:
         pass
+
+
+def answered_info(argv: list, help_text: str) -> bool:
+    """Print the help or version text when `--help`/`--version` is the one
+    argument (as for smtpd-child); True when it was."""
+    text = usage.info(argv, help_text)
+    if text is None:
+        return False
+    data = text.encode()
+    while data:
+        data = data[os.write(1, data):]
+    return True
 
 
 def initial_environment() -> dict:

@@ -242,3 +242,13 @@ def test_environment_handed_on_unchanged_but_for_relayclient(relaydir):
                              capture_output=True, timeout=20).stdout
         seen = dict(entry.partition(b"=")[::2] for entry in out.split(b"\0") if entry)
         assert seen == {**base, **added}, name
+
+
+@pytest.mark.parametrize("name", ["relay-ctrl-allow", "relay-ctrl-check", "relay-ctrl-age",
+                                  "smtpd-checkpassword"])
+def test_help_and_version_alone(name, relaydir):
+    result = run(name, ["--help"], {"RELAY_CTRL_DIR": str(relaydir), "TCPREMOTEIP": "192.0.2.7"})
+    assert result.returncode == 0 and result.stdout.startswith(f"usage: {name}".encode())
+    assert os.listdir(relaydir) == []               # --help records nothing
+    result = run(name, ["--version"])
+    assert result.returncode == 0 and result.stdout.startswith(b"tcpserver-py ")

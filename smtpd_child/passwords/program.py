@@ -26,13 +26,21 @@ import os
 import sys
 
 from smtpd_child.passwords import passfile, store
-from smtpd_child.chainexec import exec_program, log
+from smtpd_child.chainexec import answered_info, exec_program, log
 
 NAME = "smtpd-checkpassword"
 INPUT_LIMIT = 512               # checkpassword reads at most this from fd 3
 EXIT_BAD, EXIT_MISUSE, EXIT_USAGE, EXIT_TEMPORARY = 1, 2, 100, 111
 USAGE = ("usage: smtpd-checkpassword [-f file] program [args...]\n"
          "       smtpd-checkpassword [-f file] add USER | remove USER")
+HELP = USAGE + """
+       smtpd-checkpassword --help | --version
+
+Checks user\\0password\\0 read from fd 3 against the password file (-f file,
+else $SMTPD_PASSWORDS, else $QMAILHOME/control/smtppasswd) and runs the
+program on a match: exit 1 wrong password, 2 misuse, 111 temporary failure.
+add reads the password from stdin (or asks on a terminal); remove deletes.
+"""
 
 
 def default_path(env) -> str:
@@ -163,6 +171,8 @@ def remove(path: str, user: bytes) -> int:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if answered_info(argv, HELP):
+        return 0
     path, args = parse_options(argv)
     if not args:
         log(NAME, USAGE)

@@ -8,14 +8,23 @@ import os
 import sys
 import time
 
-from smtpd_child.chainexec import EXIT_TEMPORARY, EXIT_USAGE, log
+from smtpd_child.chainexec import answered_info, EXIT_TEMPORARY, EXIT_USAGE, log
 from smtpd_child.relayctrl import names, records
 
 NAME = "relay-ctrl-age"
+HELP = """\
+usage: relay-ctrl-age
+       relay-ctrl-age --help | --version
+
+Removes the records in $RELAY_CTRL_DIR older than $RELAY_CTRL_EXPIRY
+seconds (default 900); run it from cron.
+"""
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if answered_info(argv, HELP):
+        return 0
     if argv:
         log(NAME, "usage: relay-ctrl-age (takes no arguments; see $RELAY_CTRL_DIR)")
         return EXIT_USAGE

@@ -15,10 +15,17 @@ nothing to record, 111 not recorded.
 import os
 import sys
 
-from smtpd_child.chainexec import EXIT_TEMPORARY, exec_program, log
+from smtpd_child.chainexec import answered_info, EXIT_TEMPORARY, exec_program, log
 from smtpd_child.relayctrl import names, records
 
 NAME = "relay-ctrl-allow"
+HELP = """\
+usage: relay-ctrl-allow [program [args...]]
+       relay-ctrl-allow --help | --version
+
+Run by a POP or IMAP server after a successful login: records $TCPREMOTEIP
+in $RELAY_CTRL_DIR (for relay-ctrl-check), then runs the program.
+"""
 
 
 def authenticated(env) -> bool:
@@ -54,6 +61,8 @@ def allow(env) -> bool:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if answered_info(argv, HELP):
+        return 0
     recorded = allow(os.environ)
     if argv:
         exec_program(NAME, argv)

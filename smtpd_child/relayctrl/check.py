@@ -16,10 +16,20 @@ import os
 import sys
 import time
 
-from smtpd_child.chainexec import EXIT_USAGE, exec_program, log
+from smtpd_child.chainexec import answered_info, EXIT_USAGE, exec_program, log
 from smtpd_child.relayctrl import names, records
 
 NAME = "relay-ctrl-check"
+HELP = """\
+usage: relay-ctrl-check program [args...]
+       relay-ctrl-check --help | --version
+
+Between tcpserver and the SMTP server: when $RELAYCLIENT is unset and
+$TCPREMOTEIP was recorded by relay-ctrl-allow in $RELAY_CTRL_DIR at most
+$RELAY_CTRL_EXPIRY seconds ago (default 900), sets RELAYCLIENT to
+$RELAY_CTRL_RELAYCLIENT (default empty); then runs the program.
+Any problem relays nobody and is written to stderr.
+"""
 
 
 def relayclient_for(env):
@@ -53,6 +63,8 @@ def relayclient_for(env):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if answered_info(argv, HELP):
+        return 0
     if not argv:
         log(NAME, "usage: relay-ctrl-check program [args...]")
         return EXIT_USAGE
