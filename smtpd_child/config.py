@@ -11,6 +11,7 @@ greeting, as qmail does).
 import errno
 import os
 
+from smtpd_child.auth.options import parse_smtpauth
 from smtpd_child.smtp.policy import ControlReadError, Policy
 from smtpd_child.smtp.protocol import SessionConfig
 
@@ -28,6 +29,10 @@ class ControlsUnreadable(Exception):
 
 class Settings:
     """What main.py needs: the session's config plus the driver's knobs."""
+
+    tls_cert = None         # control/servercert.pem when it exists
+    tls_ciphers = None      # first line of control/tlsciphers
+    tls_protocols = None    # control/tlsprotocols
 
     def __init__(self, session, timeout, deadline, qmailhome, queue_program,
                  spool_dir, warnings):
@@ -187,8 +192,10 @@ def error_limit(environ):
     return leading_number(os.fsencode(environ.get("SMTPD_ERROR_LIMIT", ""))) or DEFAULT_ERRORS
 
 
-def load(environ=None, clock=None) -> Settings:
-    """Read everything once, before the greeting.  Raises ControlsUnreadable."""
+def load(environ=None, clock=None, auth_checker=False) -> Settings:
+    """Read everything once, before the greeting.  Raises ControlsUnreadable.
+
+    auth_checker: a checkpassword command was given (AUTH can be offered)."""
     environ = os.environ if environ is None else environ
     home = os.path.abspath(environ.get("QMAILHOME") or DEFAULT_QMAILHOME)
     control = os.path.join(home, "control")
@@ -240,6 +247,7 @@ def load(environ=None, clock=None) -> Settings:
         local=_env(environ, "TCPLOCALHOST", _env(environ, "TCPLOCALIP", b"unknown")),
         clock=clock or (lambda: 0),
         max_errors=error_limit(environ),
+        **_extensions(environ, control, greeting, clock or (lambda: 0), auth_checker, warnings),
     )
 
     deadline = leading_number(os.fsencode(environ.get("SMTPD_DEADLINE", ""))) or DEFAULT_DEADLINE
@@ -250,5 +258,35 @@ def load(environ=None, clock=None) -> Settings:
         candidate = os.path.join(home, "bin", "qmail-queue")
         if os.path.exists(candidate):
             queue_program = candidate
-    return Settings(session, timeout, deadline, home, queue_program,
-                    os.path.join(home, SPOOL_DIRNAME), warnings)
+    settings = Settings(session, timeout, deadline, home, queue_program,
+                        os.path.join(home, SPOOL_DIRNAME), warnings)
+    cert = os.path.join(control, "servercert.pem")
+    if os.path.lexists(cert):
+        settings.tls_cert = cert
+        settings.tls_ciphers = control_line(os.path.join(control, "tlsciphers"))
+        settings.tls_protocols = _read(os.path.join(control, "tlsprotocols"))
+    return settings
+
+
+def _extensions(environ, control, greeting, clock, auth_checker, warnings):
+    """SessionConfig's AUTH, submission and tarpit settings (docs/smtpd.md)."""
+    auth, notes = parse_smtpauth(_env(environ, "SMTPAUTH"), auth_checker)
+    warnings += notes
+    # sagredo's qmail: AUTH only after STARTTLS unless FORCETLS=0.
+    auth.without_tls = environ.get("FORCETLS") == "0"
+    tarpit = {}
+    for name in ("tarpitcount", "tarpitdelay"):
+        value = _env(environ, name.upper())
+        if value is None:
+            value = control_line(os.path.join(control, name)) or b"0"
+        number = leading_number(value)
+        if number is None:
+            warnings.append(f"{name.upper()}={value.decode(errors='replace')!r} is not a number:"
+                            " no tarpit")
+        tarpit[name] = min(number or 0, MAX_SECONDS)
+    pid = os.getpid()
+
+    def challenge():
+        return b"<%d.%s.%d@%s>" % (pid, os.urandom(6).hex().encode(), clock(), greeting)
+    return dict(auth=auth, challenge=challenge, tarpit_count=tarpit["tarpitcount"],
+                tarpit_delay=tarpit["tarpitdelay"])

@@ -1,4 +1,5 @@
-"""smtpd-child: SMTP on fd 0/1 for tcpserver, tcp-env/inetd, or plain pipes.
+"""smtpd-child [checkprogram subprogram [args...]]: SMTP on fd 0/1 for
+tcpserver, tcp-env/inetd, or plain pipes; with a checkpassword command, AUTH.
 
 The driver around protocol.Session: read with a per-read timeout
 (`timeoutsmtpd`) and an overall session deadline, write with the same
@@ -15,6 +16,8 @@ import sys
 import time
 
 from smtpd_child import config
+from smtpd_child.actions import KINDS as EXTENSION_ACTIONS, Extras, perform as perform_extension
+from smtpd_child.actions import setup as setup_extensions
 from smtpd_child.smtp import replies
 from smtpd_child.smtp.protocol import (ABORT, CLOSE, COMMIT, FLUSH, INTERNAL_ERROR, OPEN, SEND,
                                   WRITE, Session)
@@ -48,11 +51,18 @@ class Output:
         self.timeout = timeout
         self.deadline = None        # monotonic time; a slow reader cannot outlive it
         self.pending = bytearray()
+        self.channel = None         # tls.Channel after STARTTLS
 
     def add(self, data: bytes) -> None:
         self.pending += data
 
     def flush(self) -> None:
+        if self.channel is not None and self.pending:
+            try:
+                self.channel.send(bytes(self.pending), self._wait())
+            except OSError:
+                raise Finished(1) from None
+            self.pending.clear()
         while self.pending:
             wait = self.timeout
             if self.deadline is not None:
@@ -74,19 +84,30 @@ class Output:
                 raise Finished(1) from None
             del self.pending[:written]
 
+    def _wait(self):
+        wait = self.timeout
+        if self.deadline is not None:
+            wait = min(wait, self.deadline - time.monotonic())
+        if wait <= 0:
+            raise Finished(1)
+        return wait
+
 
 class Driver:
-    def __init__(self, settings, session, queue, output):
+    def __init__(self, settings, session, queue, output, extras=None):
         self.settings = settings
         self.session = session
         self.queue = queue
         self.output = output
         self.queue_open = False
+        self.extras = extras or Extras(log=log)
+        self.channel = None             # tls.Channel after STARTTLS
+        self.deadline = None
 
     def run(self, started: float) -> int:
         try:
             deadline = started + self.settings.deadline
-            self.output.deadline = deadline
+            self.output.deadline = self.deadline = deadline
             self.perform(self.session.greeting())
             while True:
                 self.output.flush()            # before every blocking read (pipelining)
@@ -119,6 +140,12 @@ class Driver:
             if left <= 0:
                 self.fail(replies.SESSION_DEADLINE)
             wait = min(self.settings.timeout, left)
+            if self.channel is not None:
+                data = self.channel.recv(wait)
+                if data is None:
+                    self.fail(replies.TIMEOUT if wait == self.settings.timeout
+                              else replies.SESSION_DEADLINE)
+                return data
             try:
                 ready = select.select([0], [], [], wait)[0]
             except InterruptedError:
@@ -138,6 +165,15 @@ class Driver:
     def fail(self, reply: bytes):
         self.output.add(reply)
         raise Finished(1)
+
+    def end(self, code: int):
+        raise Finished(code)
+
+    def time_left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.fail(replies.SESSION_DEADLINE)
+        return left
 
     def perform(self, actions) -> None:
         index = 0
@@ -165,6 +201,8 @@ class Driver:
                 actions += self.session.queue_finished(reply)
             elif kind == CLOSE:
                 raise Finished(action[1])
+            elif kind in EXTENSION_ACTIONS:
+                actions += perform_extension(self, action)
 
 
 def main() -> None:
@@ -175,8 +213,13 @@ def main() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     clock = lambda: int(time.time())  # noqa: E731
     output = Output(1, config.DEFAULT_TIMEOUT)
+    checker = sys.argv[1:] or None          # checkprogram subprogram [args...]
+    if checker is not None and len(checker) < 2:
+        log("usage: smtpd-child [checkprogram subprogram [args...]]")
+        output.add(replies.CONTROLS)
+        _exit(output, 100)
     try:
-        settings = config.load(clock=clock)
+        settings = config.load(clock=clock, auth_checker=checker is not None)
         os.chdir(settings.qmailhome)            # as qmail-smtpd: relative paths are under it
     except MemoryError:
         output.add(replies.OUT_OF_MEMORY)
@@ -188,12 +231,13 @@ def main() -> None:
         _exit(output, 1)
     for warning in settings.warnings:
         log(warning)
+    extras = setup_extensions(settings, checker, log, os.environ)
     output.timeout = settings.timeout
     if settings.queue_program is not None:
         queue = QueueProgram(settings.queue_program, clock, os.environ, settings.timeout, log)
     else:
         queue = Spool(settings.spool_dir, clock, log)
-    code = Driver(settings, Session(settings.session), queue, output).run(started)
+    code = Driver(settings, Session(settings.session), queue, output, extras).run(started)
     _exit(output, code)
 
 

@@ -70,12 +70,13 @@ def _civil_from_days(days: int):
 
 
 def received_line(*, remotehost: bytes, helo: bytes, remoteinfo, remoteip: bytes,
-                  local: bytes, unix_time: int) -> bytes:
+                  local: bytes, unix_time: int, protocol: bytes = b"SMTP") -> bytes:
     """qmail-smtpd's two-line Received header, LF line ends.
 
     `(HELO x)` appears only when the HELO argument differs from remotehost
     (case-insensitively); pass helo=remotehost when the client never greeted.
-    remoteinfo None leaves out the `info@` part.
+    remoteinfo None leaves out the `info@` part.  protocol is qmail's `SMTP`,
+    or RFC 3848's ESMTPS / ESMTPA / ESMTPSA under TLS and/or AUTH.
     """
     parts = [b"Received: from ", safe(remotehost)]
     if helo.lower() != remotehost.lower():
@@ -83,6 +84,6 @@ def received_line(*, remotehost: bytes, helo: bytes, remoteinfo, remoteip: bytes
     parts.append(b" (")
     if remoteinfo is not None:
         parts += [safe(remoteinfo), b"@"]
-    parts += [safe(remoteip), b")\n  by ", safe(local), b" with SMTP; ",
+    parts += [safe(remoteip), b")\n  by ", safe(local), b" with ", protocol, b"; ",
               date822(unix_time), b"\n"]
     return b"".join(parts)

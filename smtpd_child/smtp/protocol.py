@@ -10,14 +10,17 @@ Feed it client bytes; it returns actions for the I/O driver:
   (ABORT,)                throw the queued-so-far message away
   (COMMIT, envelope)      finish the message; then call queue_finished(reply)
   (CLOSE, exit_code)      end the session
+and those of extensions.py (STARTTLS, CHECK, DELAY, LOG).
 
 While the queue is being opened or committed, input is only buffered.
 receive() never raises: a bug answers 421 and closes instead.
 """
 
 from smtpd_child.smtp import replies
+from smtpd_child.auth.options import NO_AUTH
 from smtpd_child.smtp.address import esmtp_size, parse_path
 from smtpd_child.smtp.envelope import envelope_bytes, received_line
+from smtpd_child.smtp.extensions import Extensions
 from smtpd_child.smtp.framing import BARE_LF, END, MAX_HOPS, TOO_LONG, DataDecoder, LineReader
 from smtpd_child.smtp.policy import ControlReadError, Policy
 
@@ -38,7 +41,8 @@ class SessionConfig:
                  local_ip_host=None, is_local_ip=None, remotehost=b"unknown",
                  remoteip=b"unknown", remoteinfo=None, local=b"unknown",
                  clock=lambda: 0, max_recipients=MAX_RECIPIENTS,
-                 max_errors=MAX_ERRORS):
+                 max_errors=MAX_ERRORS, starttls=False, auth=NO_AUTH,
+                 challenge=lambda: b"<0@localhost>", tarpit_count=0, tarpit_delay=0):
         self.greeting = greeting
         self.databytes = databytes
         self.policy = policy if policy is not None else Policy()
@@ -51,9 +55,14 @@ class SessionConfig:
         self.clock = clock
         self.max_recipients = max_recipients
         self.max_errors = max_errors
+        self.starttls = starttls            # STARTTLS can be offered (a usable certificate)
+        self.auth = auth                    # auth.options.AuthOptions
+        self.challenge = challenge          # a fresh CRAM-MD5 challenge, `<...@host>`
+        self.tarpit_count = tarpit_count
+        self.tarpit_delay = tarpit_delay
 
 
-class Session:
+class Session(Extensions):
     def __init__(self, config: SessionConfig):
         self.config = config
         self.state = _COMMAND
@@ -68,6 +77,7 @@ class Session:
         self.failed = False              # the queue was told to ABORT
         self.errors = 0                  # 4xx/5xx replies since the last accepted message
         self._out = []
+        self._init_extensions()
 
     # -- entry points -------------------------------------------------------
 
@@ -91,7 +101,7 @@ class Session:
     @property
     def waiting(self) -> bool:
         """True while the driver owes queue_opened()/queue_finished()."""
-        return self.state in (_WAIT_OPEN, _WAIT_COMMIT)
+        return self.state in (_WAIT_OPEN, _WAIT_COMMIT) or self.suspended is not None
 
     def _guarded(self, method, argument):
         self._out = []
@@ -132,8 +142,9 @@ class Session:
             self._reply(replies.GO_AHEAD, flush=True)
             cfg = self.config
             self._out.append((WRITE, received_line(
-                remotehost=cfg.remotehost, helo=self.helo, remoteinfo=cfg.remoteinfo,
-                remoteip=cfg.remoteip, local=cfg.local, unix_time=cfg.clock())))
+                remotehost=cfg.remotehost, helo=self.helo, remoteinfo=self.received_remoteinfo(),
+                remoteip=cfg.remoteip, local=cfg.local, unix_time=cfg.clock(),
+                protocol=self.received_protocol())))
         self._run()
 
     def _queue_finished(self, reply):
@@ -149,7 +160,7 @@ class Session:
         while True:
             if self.state == _DATA:
                 self._run_data()
-            if self.state != _COMMAND:
+            if self.state != _COMMAND or self.suspended is not None:
                 return
             if self.errors >= self.config.max_errors:
                 # Bounded even for a client that sends nothing but errors.
@@ -159,7 +170,9 @@ class Session:
             line = self.lines.next_line()
             if line is None:
                 return
-            if line is TOO_LONG:
+            if self.exchange is not None:
+                self._exchange_line(line)
+            elif line is TOO_LONG:
                 self._reply(replies.LINE_TOO_LONG, flush=True)
             else:
                 self._command(line)
@@ -234,9 +247,14 @@ class Session:
     def _ehlo(self, arg):
         self.seenmail = False
         self.helo = arg.split(b"\0", 1)[0]
-        self._reply(replies.ehlo(self.config.greeting, self.config.databytes), flush=True)
+        self._reply(replies.ehlo(self.config.greeting, self.config.databytes,
+                                 self.ehlo_extensions()), flush=True)
 
     def _mail(self, arg):
+        refusal = self.mail_refusal()
+        if refusal is not None:
+            self._reply(refusal)
+            return
         address = self._parse(arg)
         if address is None:
             self._reply(replies.SYNTAX)
@@ -249,9 +267,10 @@ class Session:
             self.seenmail = False
             self._reply(replies.DATABYTES)
             return
-        self.sender_is_bad = self.config.policy.sender_is_bad(address)
+        self.sender_is_bad = self.policy.sender_is_bad(address)
         self.seenmail = True
         self.recipients = []
+        self.rcpt_count = 0
         self.sender = address
         self._reply(replies.OK)
 
@@ -259,6 +278,7 @@ class Session:
         if not self.seenmail:
             self._reply(replies.MAIL_FIRST)
             return
+        self.tarpit()
         if len(self.recipients) >= self.config.max_recipients:
             self._reply(replies.TOO_MANY_RECIPIENTS)
             return
@@ -267,7 +287,7 @@ class Session:
             self._reply(replies.SYNTAX)
             return
         try:
-            refusal, recipient = self.config.policy.check_recipient(address, self.sender_is_bad)
+            refusal, recipient = self.policy.check_recipient(address, self.sender_is_bad)
         except ControlReadError:
             self._reply(replies.CONTROLS, flush=True)
             self._close(1)
@@ -327,5 +347,5 @@ _HANDLERS = {
     b"helo": Session._helo, b"ehlo": Session._ehlo, b"mail": Session._mail,
     b"rcpt": Session._rcpt, b"data": Session._data, b"rset": Session._rset,
     b"noop": Session._noop, b"vrfy": Session._vrfy, b"help": Session._help,
-    b"quit": Session._quit,
+    b"quit": Session._quit, b"starttls": Session._starttls, b"auth": Session._auth,
 }

@@ -18,10 +18,12 @@ def helo(text: bytes) -> bytes:
     return b"250 " + text + CRLF
 
 
-def ehlo(text: bytes, databytes: int) -> bytes:
-    # qmail's three lines plus SIZE (RFC 1870; 0 means no limit).
+def ehlo(text: bytes, databytes: int, extensions=()) -> bytes:
+    # qmail's three lines, the extensions on offer (STARTTLS, AUTH ...),
+    # then SIZE last (RFC 1870; 0 means no limit).
     return (b"250-" + text + b"\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-            b"250 SIZE " + str(databytes).encode() + CRLF)
+            + b"".join(b"250-" + keyword + CRLF for keyword in extensions)
+            + b"250 SIZE " + str(databytes).encode() + CRLF)
 
 
 def quit_reply(text: bytes) -> bytes:
@@ -106,3 +108,20 @@ def qq_status(exit_code: int) -> bytes:
     if 11 <= exit_code <= 40:
         return QQ_PERMANENT
     return QQ_TEMPORARY
+
+# STARTTLS (RFC 3207) and SMTP AUTH (RFC 4954): the texts of the qmail TLS
+# patch and of Erwin Hoffmann's qmail-authentication where they have one.
+READY_FOR_TLS = b"220 ready for tls\r\n"
+TLS_NO_PARAMETERS = b"501 Syntax error (no parameters allowed) (#5.5.4)\r\n"
+AUTH_OK = b"235 ok, go ahead (#2.0.0)\r\n"
+AUTH_FAILED = b"535 authentication failed (#5.7.1)\r\n"
+AUTH_TEMPORARY = b"454 temporary authentication failure (#4.3.0)\r\n"
+AUTH_ALREADY = b"503 you're already authenticated (#5.5.0)\r\n"
+AUTH_IN_TRANSACTION = b"503 no auth during mail transaction (#5.5.0)\r\n"
+AUTH_UNKNOWN = b"504 auth type unimplemented (#5.5.1)\r\n"
+AUTH_CANCELLED = b"501 auth exchange canceled (#5.0.0)\r\n"
+AUTH_MALFORMED = b"501 malformed auth input (#5.5.4)\r\n"
+AUTH_NEEDS_TLS = b"538 auth not available without TLS (#5.3.3)\r\n"
+AUTH_LINE_TOO_LONG = b"500 auth exchange line too long (#5.5.6)\r\n"
+AUTH_REQUIRED = b"530 authentication required (#5.7.1)\r\n"
+AUTH_TOO_MANY_FAILURES = b"421 too many authentication failures (#4.7.0)\r\n"

@@ -1,0 +1,1 @@
+"""SMTP AUTH: SASL decoding and options (pure), the checkpassword client (I/O)."""
