@@ -50,15 +50,16 @@ def compile_rules(tmp_path, text: str) -> str:
 
 
 @contextlib.contextmanager
-def c_tcpserver(tmp_path, home, rules: str, extra_env=None, tcpserver=None):
+def c_tcpserver(tmp_path, home, rules: str, extra_env=None, tcpserver=None, child_args=(),
+                stderr=subprocess.DEVNULL):
     """The C tcpserver (or the one given) on 127.0.0.1, a free port, running
-    smtpd-child; yields the port."""
+    smtpd-child (with child_args, e.g. a checkpassword command); yields the port."""
     tcpserver = tcpserver or peer_program("/usr/bin/tcpserver")
     env = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(home), **(extra_env or {})}
     proc = subprocess.Popen(
         [tcpserver, "-1", "-HRl0", "-c", "50", "-b", "50", "-x", compile_rules(tmp_path, rules),
-         "127.0.0.1", "0", our_program("smtpd-child")],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+         "127.0.0.1", "0", our_program("smtpd-child"), *child_args],
+        stdout=subprocess.PIPE, stderr=stderr, env=env)
     try:
         port = int(proc.stdout.readline())
         yield port

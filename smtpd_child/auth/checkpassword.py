@@ -32,7 +32,8 @@ def check(argv, environ, user: bytes, secret: bytes, stamp: bytes, timeout: floa
             file_actions=[(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
                           (os.POSIX_SPAWN_DUP2, read_end, 3)],
             # Python ignores SIGPIPE; an exec'd program must not inherit that.
-            setsigdef=(signal.SIGPIPE,))
+            # Its own process group: a timeout kills what it started too.
+            setsigdef=(signal.SIGPIPE,), setpgroup=0)
     except OSError as e:
         os.close(write_end)
         log(f"auth: unable to run {argv[0]}: {e.strerror}")
@@ -73,6 +74,18 @@ def _pipe_above_3():
     return moved[0], moved[1]
 
 
+def _kill(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return          # a set-uid checker we may not signal: never wait for it
+    os.waitpid(pid, 0)
+
+
 def _wait(pid, timeout):
     """The wait status, or None after killing a child still running at the timeout."""
     end = time.monotonic() + timeout
@@ -87,8 +100,7 @@ def _wait(pid, timeout):
                 return status
             left = end - time.monotonic()
             if left <= 0:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+                _kill(pid)
                 return None
             if pidfd is not None:
                 try:

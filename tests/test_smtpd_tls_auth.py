@@ -1,0 +1,277 @@
+"""STARTTLS, SMTP AUTH, the submission port and the tarpit, end to end:
+smtpd-child under the C tcpserver and ours, with swaks and smtplib as clients,
+a certificate made by openssl at test time and a shell-script checkpassword."""
+
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from conftest import our_program, peer_program
+from smtpd_servers import Client, c_tcpserver, make_home
+from smtpd_child.smtp import replies
+
+# A checkpassword program as qmail's patches call it: user\0password\0stamp\0 on
+# fd 3; it records user and stamp (never the password) and execs its arguments.
+CHECKPASSWORD = r"""#!/bin/sh
+{ read -r user; read -r pass; read -r stamp; } <<END
+$(tr '\0' '\n' <&3)
+END
+printf '%s %s\n' "$user" "$stamp" >> "$0.calls"
+[ -n "$CHECK_SLEEP" ] && sleep "$CHECK_SLEEP"
+[ "$user" = alice ] && [ "$pass" = "right pass" ] || exit 1
+exec "$@"
+"""
+USER, PASSWORD, WRONG = "alice", "right pass", "wrong pass"
+KINDS = pytest.mark.parametrize("kind", ["c", "ours"], ids=["c-tcpserver", "our-tcpserver"])
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """servercert.pem text: a fresh self-signed certificate and its key."""
+    folder = tmp_path_factory.mktemp("cert")
+    subprocess.run([peer_program("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-days", "2", "-subj", "/CN=mail.example.com",
+                    "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
+                   check=True, capture_output=True, timeout=60)
+    return (folder / "cert.pem").read_text() + (folder / "key.pem").read_text()
+
+
+def tls_home(tmp_path, certificate, **controls):
+    home = make_home(tmp_path, **controls)
+    (home / "control" / "servercert.pem").write_text(certificate)
+    checker = tmp_path / "checkpassword"
+    checker.write_text(CHECKPASSWORD)
+    checker.chmod(0o755)
+    return home, [str(checker), "/bin/true"]
+
+
+def server(kind, tmp_path, home, checker, rules=":allow\n", stderr=subprocess.DEVNULL):
+    return c_tcpserver(tmp_path, home, rules, child_args=checker, stderr=stderr,
+                       tcpserver=None if kind == "c" else our_program("tcpserver"))
+
+
+def client_context():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def spooled(home):
+    return [m.read_bytes() for m in sorted((home / "spool" / "new").iterdir())]
+
+
+@pytest.mark.timeout(60)
+@KINDS
+def test_smtplib_starttls_login_relays_only_after_a_good_password(tmp_path, certificate, kind):
+    home, checker = tls_home(tmp_path, certificate)
+    with server(kind, tmp_path, home, checker) as port:
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
+            smtp.ehlo("client.test")
+            assert smtp.has_extn("starttls") and not smtp.has_extn("auth")
+            assert smtp.docmd("AUTH", "PLAIN") == (538, replies.AUTH_NEEDS_TLS[4:-2])
+            smtp.mail("a@client.test")
+            assert smtp.rcpt("x@other.test")[0] == 553            # before AUTH: no relay
+            smtp.rset()
+            smtp.starttls(context=client_context())
+            smtp.ehlo("client.test")
+            assert smtp.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
+            started = time.monotonic()
+            with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+                smtp.login(USER, WRONG)
+            assert refused.value.smtp_code == 535
+            assert time.monotonic() - started >= 1.0               # each failure waits
+            smtp.mail("a@client.test")
+            assert smtp.rcpt("x@other.test")[0] == 553            # wrong password: no relay
+            smtp.rset()
+            assert smtp.login(USER, PASSWORD)[0] == 235
+            assert smtp.sendmail("a@client.test", ["x@other.test"], b"Subject: t\r\n\r\nhi\r\n") == {}
+    [message] = spooled(home)
+    assert b"Tx@other.test\0" in message
+    assert b"(HELO client.test) (alice@127.0.0.1)\n  by 0 with ESMTPSA; " in message
+    calls = (tmp_path / "checkpassword.calls").read_text().split("\n")
+    assert calls[0].split(" ")[0] == USER and calls[0].split(" ")[1].isdigit()
+
+
+@pytest.mark.timeout(90)
+@KINDS
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_swaks_tls_auth(tmp_path, certificate, kind, mechanism):
+    swaks = peer_program("swaks")
+    home, checker = tls_home(tmp_path, certificate)
+    log = tmp_path / "stderr"
+    with open(log, "wb") as stderr, server(kind, tmp_path, home, checker, stderr=stderr) as port:
+        def run(*auth):
+            return subprocess.run(
+                [swaks, "--server", f"127.0.0.1:{port}", "--tls", *auth, "--from",
+                 "a@client.test", "--to", "x@other.test", "--helo", "client.test"],
+                capture_output=True, timeout=60)
+        refused = run()
+        assert refused.returncode == 24, refused.stdout      # no recipient accepted
+        bad = run("--auth", mechanism, "--auth-user", USER, "--auth-password", WRONG)
+        assert bad.returncode == 28, bad.stdout               # authentication failed
+        assert b"<~* 535 authentication failed" in bad.stdout
+        good = run("--auth", mechanism, "--auth-user", USER, "--auth-password", PASSWORD)
+        assert good.returncode == 0, good.stdout
+        assert b"<~  235 ok, go ahead" in good.stdout or b"<~* 235" in good.stdout
+    [message] = spooled(home)
+    assert b"with ESMTPSA; " in message and b"(alice@127.0.0.1)" in message
+    text = log.read_bytes()
+    assert b"smtpd-child: auth: alice from 127.0.0.1 refused" in text
+    assert b"smtpd-child: auth: alice from 127.0.0.1 accepted" in text
+    assert WRONG.encode() not in text and PASSWORD.encode() not in text
+
+
+@pytest.mark.timeout(60)
+@KINDS
+def test_command_pipelined_behind_starttls_is_never_answered(tmp_path, certificate, kind):
+    home, checker = tls_home(tmp_path, certificate)
+    log = tmp_path / "stderr"
+    with open(log, "wb") as stderr, server(kind, tmp_path, home, checker, stderr=stderr) as port:
+        client = Client(port)
+        try:
+            client.reply()
+            client.command(b"EHLO client.test")
+            client.sock.sendall(b"STARTTLS\r\nMAIL FROM:<a@b.test>\r\nNOOP\r\n")
+            assert client.reply() == replies.READY_FOR_TLS
+            tls = client_context().wrap_socket(client.sock)
+            stream = tls.makefile("rb")
+            tls.sendall(b"RCPT TO:<u@example.com>\r\nEHLO again.test\r\n")
+            # The injected MAIL was dropped (RCPT needs MAIL first); NOOP never answered.
+            assert stream.readline() == replies.MAIL_FIRST
+            assert stream.readline() == b"250-mail.example.com\r\n"
+            ehlo = b"".join(stream.readline() for _ in range(4))
+            assert b"STARTTLS" not in ehlo and b"250-AUTH PLAIN LOGIN\r\n" in ehlo
+            tls.sendall(b"QUIT\r\n")
+            assert stream.readline() == b"221 mail.example.com\r\n"
+        finally:
+            client.close()
+        # Plain text sent after the 220, before the handshake: no reply, only a log line.
+        client = Client(port)
+        try:
+            client.reply()
+            client.sock.sendall(b"STARTTLS\r\n")
+            assert client.reply() == replies.READY_FOR_TLS
+            client.sock.sendall(b"NOOP\r\n")
+            try:
+                rest = client.sock.recv(4096)
+            except ConnectionResetError:
+                rest = b""
+            assert b"250" not in rest      # at most a TLS alert, then the close
+        finally:
+            client.close()
+    deadline = time.monotonic() + 10
+    while b"TLS handshake failed" not in log.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b"smtpd-child: TLS handshake failed: " in log.read_bytes()
+
+
+@pytest.mark.timeout(60)
+@KINDS
+def test_submission_port_refuses_mail_before_auth(tmp_path, certificate, kind):
+    home, checker = tls_home(tmp_path, certificate)
+    with server(kind, tmp_path, home, checker, rules=':allow,SMTPAUTH="!"\n') as port:
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
+            smtp.ehlo("client.test")
+            assert smtp.mail("a@client.test") == (530, replies.AUTH_REQUIRED[4:-2])
+            smtp.starttls(context=client_context())
+            smtp.ehlo("client.test")
+            assert smtp.mail("a@client.test") == (530, replies.AUTH_REQUIRED[4:-2])
+            smtp.login(USER, PASSWORD)
+            assert smtp.mail("a@client.test")[0] == 250
+            assert smtp.rcpt("x@other.test")[0] == 250
+
+
+@pytest.mark.timeout(60)
+@KINDS
+def test_tarpit_delays_the_third_and_fourth_rcpt(tmp_path, certificate, kind):
+    home, checker = tls_home(tmp_path, certificate)
+    with server(kind, tmp_path, home, checker,
+                rules=':allow,TARPITCOUNT="2",TARPITDELAY="1"\n') as port:
+        client = Client(port)
+        try:
+            client.reply()
+            assert client.command(b"MAIL FROM:<a@b.test>") == replies.OK
+            waited = []
+            for n in range(4):
+                started = time.monotonic()
+                assert client.command(b"RCPT TO:<u%d@example.com>" % n) == replies.OK
+                waited.append(time.monotonic() - started)
+            assert waited[2] >= 1.0 and waited[3] >= 1.0
+        finally:
+            client.close()
+
+
+@pytest.mark.timeout(60)
+def test_bad_certificate_is_logged_and_the_session_still_works(tmp_path, certificate):
+    for problem, expected in (("garbage", b"unable to read"), ("directory", b"Is a directory")):
+        folder = tmp_path / problem
+        home, checker = tls_home(folder, certificate)
+        cert = home / "control" / "servercert.pem"
+        cert.unlink()
+        if problem == "garbage":
+            cert.write_text("not a certificate\n")
+        else:
+            cert.mkdir()
+        log = folder / "stderr"
+        with open(log, "wb") as stderr, c_tcpserver(folder, home, ":allow\n", child_args=checker,
+                                                     stderr=stderr) as port:
+            client = Client(port)
+            try:
+                client.reply()
+                assert b"STARTTLS" not in client.command(b"EHLO client.test")
+                assert client.command(b"STARTTLS") == replies.UNIMPLEMENTED
+                assert client.command(b"MAIL FROM:<a@b.test>") == replies.OK
+                assert client.command(b"RCPT TO:<u@example.com>") == replies.OK
+                assert client.command(b"QUIT") == b"221 mail.example.com\r\n"
+            finally:
+                client.close()
+        text = log.read_bytes()
+        assert text.count(b"STARTTLS not offered") == 1, text
+        assert str(cert).encode() in text and expected in text
+
+
+def run_piped(home, client, args=(), **env):
+    environment = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(home), "TCPREMOTEIP": "127.0.0.1",
+                   **env}
+    return subprocess.run([our_program("smtpd-child"), *args], input=client,
+                          capture_output=True, env=environment, timeout=30)
+
+
+@pytest.mark.timeout(60)
+def test_over_pipes_no_starttls_and_auth_only_with_forcetls_0(tmp_path, certificate):
+    home, checker = tls_home(tmp_path, certificate)
+    session = b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHJpZ2h0IHBhc3M=\r\nQUIT\r\n"
+    result = run_piped(home, session, checker)
+    assert b"STARTTLS" not in result.stdout and b"AUTH" not in result.stdout
+    assert replies.AUTH_NEEDS_TLS in result.stdout and result.stderr == b""
+    result = run_piped(home, session + b"MAIL FROM:<a@b>\r\n", checker, FORCETLS="0")
+    assert b"250-AUTH PLAIN LOGIN\r\n" in result.stdout
+    assert result.stdout.endswith(replies.AUTH_OK + b"221 mail.example.com\r\n")
+    # Without a checkpassword command, AUTH does not exist, as before.
+    result = run_piped(home, session, FORCETLS="0")
+    assert b"AUTH" not in result.stdout.split(b"\r\n502")[0]
+    assert replies.UNIMPLEMENTED in result.stdout
+    result = run_piped(home, session, checker[:1])
+    assert result.returncode == 100 and b"usage: smtpd-child" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_checkpassword_is_bounded_by_the_session_deadline(tmp_path, certificate):
+    home, checker = tls_home(tmp_path, certificate)
+    with c_tcpserver(tmp_path, home, ':allow,FORCETLS="0",SMTPD_DEADLINE="2"\n',
+                     child_args=checker, extra_env={"CHECK_SLEEP": "30"},
+                     tcpserver=our_program("tcpserver")) as port:
+        client = Client(port)
+        try:
+            client.reply()
+            started = time.monotonic()
+            reply = client.command(b"AUTH PLAIN AGFsaWNlAHJpZ2h0IHBhc3M=")
+            assert reply == replies.SESSION_DEADLINE
+            assert time.monotonic() - started < 25
+        finally:
+            client.close()
