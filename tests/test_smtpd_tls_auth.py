@@ -275,3 +275,60 @@ def test_a_slow_checkpassword_is_bounded_by_the_session_deadline(tmp_path, certi
             assert time.monotonic() - started < 25
         finally:
             client.close()
+
+
+# A CRAM-MD5 checkpassword: the "password" field is the client's digest, the
+# stamp the challenge; the expected digest is HMAC-MD5(password, challenge).
+CRAM_CHECKPASSWORD = r"""#!/bin/sh
+{ read -r user; read -r digest; read -r challenge; } <<END
+$(tr '\0' '\n' <&3)
+END
+printf '%s %s\n' "$user" "$challenge" >> "$0.calls"
+expected=$(printf '%s' "$challenge" | openssl dgst -md5 -hmac "right pass" | sed 's/^.*= //')
+[ "$user" = alice ] && [ "$digest" = "$expected" ] || exit 1
+exec "$@"
+"""
+
+
+@pytest.mark.timeout(60)
+def test_cram_md5_only_when_turned_on(tmp_path, certificate):
+    peer_program("openssl")
+    home, checker = tls_home(tmp_path, certificate)
+    (tmp_path / "checkpassword").write_text(CRAM_CHECKPASSWORD)
+    with c_tcpserver(tmp_path, home, ':allow,SMTPAUTH="+cram"\n', child_args=checker,
+                     tcpserver=our_program("tcpserver")) as port:
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
+            smtp.starttls(context=client_context())
+            smtp.ehlo("client.test")
+            assert smtp.esmtp_features["auth"].split() == ["PLAIN", "LOGIN", "CRAM-MD5"]
+            smtp.user, smtp.password = USER, PASSWORD
+            assert smtp.auth("CRAM-MD5", smtp.auth_cram_md5)[0] == 235
+            assert smtp.sendmail("a@client.test", ["x@other.test"], b"\r\nhi\r\n") == {}
+    user, challenge = (tmp_path / "checkpassword.calls").read_text().split()
+    assert user == USER and challenge.startswith("<") and challenge.endswith("@mail.example.com>")
+
+
+@pytest.mark.timeout(60)
+def test_client_gone_during_tarpit_frees_the_slot(tmp_path, certificate):
+    """With one connection at a time (-c 1), the next client is served as soon as
+    a tarpitted client hangs up, not after the 30 s delays it asked for."""
+    home, checker = tls_home(tmp_path, certificate)
+    env = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(home), "TARPITCOUNT": "1",
+           "TARPITDELAY": "30"}
+    proc = subprocess.Popen([our_program("tcpserver"), "-1", "-HRl0", "-c", "1", "127.0.0.1",
+                             "0", our_program("smtpd-child")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    try:
+        port = int(proc.stdout.readline())
+        first = Client(port)
+        first.reply()
+        first.sock.sendall(b"MAIL FROM:<a@b.test>\r\n" + b"RCPT TO:<u@example.com>\r\n" * 3)
+        assert first.reply() == replies.OK and first.reply() == replies.OK
+        first.close()               # while the second RCPT's reply is being delayed
+        second = Client(port)
+        second.sock.settimeout(20)
+        assert second.reply() == b"220 mail.example.com ESMTP\r\n"
+        second.close()
+    finally:
+        proc.kill()
+        proc.wait()
