@@ -6,7 +6,9 @@ and a client that closes its side during a delay (tarpit, failed AUTH) ends
 the session at once: it costs nothing more.
 """
 
+import os
 import select
+import stat
 import time
 
 from smtpd_child.smtp import replies
@@ -17,32 +19,58 @@ KINDS = frozenset((STARTTLS, CHECK, DELAY, LOG))
 
 class Extras:
     """What the extension actions need beyond the driver: the checkpassword
-    command (None: AUTH is not offered) and the TLS context (None: no STARTTLS)."""
+    command (None: AUTH is not offered) and the STARTTLS offer."""
 
-    def __init__(self, checker=None, context=None, log=print, environ=None):
+    def __init__(self, checker=None, offer=None, log=print, environ=None):
         self.checker = checker
-        self.context = context
+        self.offer = offer
         self.log = log
         self.environ = environ or {}      # the checkpassword program's environment
 
 
+class TlsOffer:
+    """True when STARTTLS can be offered.  The certificate is loaded, and ssl
+    imported (some 20 ms of CPU), at the first question, i.e. the first EHLO:
+    sessions that never say EHLO pay nothing.  A problem is logged once."""
+
+    def __init__(self, settings, log):
+        self.settings = settings
+        self.log = log
+        self.context = None
+        self.asked = False
+
+    def __bool__(self):
+        if not self.asked:
+            self.asked = True
+            try:
+                from smtpd_child import tls     # ssl's import is paid only here
+            except ImportError as e:
+                self.log(f"STARTTLS not offered: {e}")
+                return False
+            self.context, notes = tls.server_context(
+                self.settings.tls_cert, self.settings.tls_ciphers, self.settings.tls_protocols)
+            for note in notes:
+                self.log(note)
+        return self.context is not None
+
+
 def setup(settings, checker, log, environ) -> Extras:
-    """Load the TLS context if there is a certificate and a socket to use it on;
-    a certificate problem is logged here, once, and only turns STARTTLS off."""
-    context = None
-    if settings.tls_cert is not None:
-        try:
-            from smtpd_child import tls     # ssl's import is paid only here
-        except ImportError as e:
-            log(f"STARTTLS not offered: {e}")
-        else:
-            if tls.fd0_is_the_socket():
-                context, notes = tls.server_context(settings.tls_cert, settings.tls_ciphers,
-                                                    settings.tls_protocols)
-                for note in notes:
-                    log(note)
-    settings.session.starttls = context is not None
-    return Extras(checker, context, log, environ)
+    """STARTTLS is considered when there is a certificate and a socket to use it on."""
+    offer = None
+    if settings.tls_cert is not None and _fd0_is_the_socket():
+        offer = TlsOffer(settings, log)
+    settings.session.starttls = offer if offer is not None else False
+    return Extras(checker, offer, log, environ)
+
+
+def _fd0_is_the_socket() -> bool:
+    """STARTTLS needs the client's socket on fd 0, and the same one on fd 1."""
+    try:
+        first, second = os.fstat(0), os.fstat(1)
+    except OSError:
+        return False
+    return (stat.S_ISSOCK(first.st_mode)
+            and (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino))
 
 
 def perform(driver, action):
@@ -68,7 +96,7 @@ def perform(driver, action):
     if kind == STARTTLS:
         from smtpd_child import tls
         driver.output.flush()
-        channel, reason = tls.start(extras.context, min(driver.settings.timeout,
+        channel, reason = tls.start(extras.offer.context, min(driver.settings.timeout,
                                                         driver.time_left()))
         if channel is None:
             extras.log(f"TLS handshake failed: {reason}")

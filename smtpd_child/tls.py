@@ -5,27 +5,18 @@ chain and private key in one PEM file, as qmail's TLS patch names it), TLS 1.2
 and newer only, the server's cipher preference; control/tlsciphers and
 control/tlsprotocols refine it.  STARTTLS needs fd 0 to be a socket with fd 1
 the same socket (tcpserver, tcp-env under inetd); over pipes it is not offered.
-Imported only when servercert.pem exists: `ssl` costs start-up time.
+Imported only when servercert.pem exists and fd 0 is a socket: `ssl` costs
+start-up time (actions.setup decides).
 """
 
 import os
 import socket
 import ssl
-import stat
 
 from smtpd_child.auth.options import parse_tlsprotocols
 
 READ_SIZE = 65536
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
-
-
-def fd0_is_the_socket() -> bool:
-    try:
-        first, second = os.fstat(0), os.fstat(1)
-    except OSError:
-        return False
-    return (stat.S_ISSOCK(first.st_mode)
-            and (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino))
 
 
 def server_context(cert_path, ciphers=None, protocols=None):
