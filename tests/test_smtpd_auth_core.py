@@ -301,3 +301,24 @@ def test_tarpit_delays_rcpt_replies_past_the_count():
     # greeting + MAIL + 2 RCPTs answered before the first delay, one more before the second;
     # the new transaction starts counting again.
     assert sends_before_delays == [4, 5]
+
+
+def test_starttls_forgets_an_earlier_auth():
+    cfg = config(auth=AuthOptions((b"PLAIN",), without_tls=True))
+    run = Run(cfg).send(b"EHLO c", PLAIN_OK, b"STARTTLS", b"EHLO c", b"MAIL FROM:<a@b.test>",
+                        b"RCPT TO:<x@other.test>", PLAIN_OK)
+    assert run.replies().endswith(replies.OK + replies.NOGATEWAY + replies.AUTH_IN_TRANSACTION)
+
+
+@settings(max_examples=200)
+@given(st.binary(min_size=1, max_size=30).filter(lambda u: b"\0" not in u and b"S3" not in u),
+       st.binary(min_size=1, max_size=30).filter(lambda p: b"\0" not in p),
+       st.sampled_from([ACCEPTED, REFUSED, TEMPORARY]))
+def test_no_log_line_holds_the_password(user, password, result):
+    secret = b"S3cret:" + password
+    run = Run(config(auth=AuthOptions((b"PLAIN", b"LOGIN"), without_tls=True)), result=result)
+    run.send(b"AUTH PLAIN " + b64(b"\0" + user + b"\0" + secret),
+             b"AUTH LOGIN " + b64(user), b64(secret))
+    for event in run.events:
+        if event[0] == LOG:
+            assert "S3cret" not in event[1] and secret.decode("latin-1") not in event[1]
