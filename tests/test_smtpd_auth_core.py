@@ -322,3 +322,28 @@ def test_no_log_line_holds_the_password(user, password, result):
     for event in run.events:
         if event[0] == LOG:
             assert "S3cret" not in event[1] and secret.decode("latin-1") not in event[1]
+
+
+def test_config_reads_tarpit_auth_and_tls_settings(tmp_path):
+    from smtpd_child import config as smtpd_config
+    from smtpd_servers import make_home
+    home = make_home(tmp_path, tarpitcount="5\n", tarpitdelay="2\n")
+    settings = smtpd_config.load({"QMAILHOME": str(home)})
+    session = settings.session
+    assert (session.tarpit_count, session.tarpit_delay) == (5, 2)
+    assert session.auth.mechanisms == () and settings.tls_cert is None
+    settings = smtpd_config.load({"QMAILHOME": str(home), "TARPITCOUNT": "0",
+                                  "TARPITDELAY": "x", "SMTPAUTH": "!+cram", "FORCETLS": "0"},
+                                 auth_checker=True)
+    session = settings.session
+    assert session.tarpit_count == 0 and session.tarpit_delay == 0
+    assert any("TARPITDELAY='x'" in w for w in settings.warnings)
+    assert session.auth.mechanisms == (b"PLAIN", b"LOGIN", b"CRAM-MD5")
+    assert session.auth.required and session.auth.without_tls
+    first, second = session.challenge(), session.challenge()
+    assert first != second and first.startswith(b"<") and first.endswith(b"@mail.example.com>")
+    (home / "control" / "servercert.pem").write_text("x")
+    (home / "control" / "tlsprotocols").write_text("TLSv1.3\n")
+    settings = smtpd_config.load({"QMAILHOME": str(home)})
+    assert settings.tls_cert == str(home / "control" / "servercert.pem")
+    assert settings.tls_protocols == b"TLSv1.3\n"

@@ -332,3 +332,21 @@ def test_client_gone_during_tarpit_frees_the_slot(tmp_path, certificate):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_tls_context_refinements(tmp_path, certificate):
+    from smtpd_child import tls
+    cert = tmp_path / "servercert.pem"
+    cert.write_text(certificate)
+    context, notes = tls.server_context(str(cert))
+    assert notes == [] and context.minimum_version == ssl.TLSVersion.TLSv1_2
+    context, notes = tls.server_context(str(cert), protocols=b"TLSv1.3\nSSLv3\n")
+    assert context.minimum_version == context.maximum_version == ssl.TLSVersion.TLSv1_3
+    assert len(notes) == 1 and "SSLv3" in notes[0]
+    context, notes = tls.server_context(str(cert), protocols=b"TLSv1\n")
+    assert context is None and "allows no version" in notes[-1]
+    context, notes = tls.server_context(str(cert), ciphers=b"NO-SUCH-CIPHER")
+    assert context is None and "control/tlsciphers" in notes[0]
+    cert.write_text(certificate.split("-----BEGIN PRIVATE KEY-----")[0])   # no key
+    context, notes = tls.server_context(str(cert))
+    assert context is None and str(cert) in notes[0]
