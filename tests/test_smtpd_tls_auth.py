@@ -3,7 +3,6 @@ smtpd-child under the C tcpserver and ours, with swaks and smtplib as clients,
 a certificate made by openssl at test time and a shell-script checkpassword."""
 
 import smtplib
-import socket
 import ssl
 import subprocess
 import time
