@@ -111,7 +111,8 @@ def _delay(driver, seconds):
     wait, at_deadline = (seconds, False) if seconds < left else (left, True)
     end = time.monotonic() + wait
     watch = select.poll()
-    watch.register(0, select.POLLRDHUP)     # POLLHUP, POLLERR and POLLNVAL come anyway
+    # POLLRDHUP (Linux): the peer closed its side; POLLHUP, POLLERR, POLLNVAL come anyway.
+    watch.register(0, getattr(select, "POLLRDHUP", 0))
     while True:
         left = end - time.monotonic()
         if left <= 0:
