@@ -92,6 +92,10 @@ def perform(driver, action):
             result = checkpassword.check(extras.checker, extras.environ, action[1], action[2],
                                          action[3], min(checkpassword.CHECK_TIMEOUT, left),
                                          extras.log)
+        if result == checkpassword.ACCEPTED:
+            # As qmail's auth patches: the queue program (a filter) learns who it was.
+            user = os.fsdecode(action[1])
+            extras.environ["SMTPAUTHUSER"] = extras.environ["SMTP_AUTH_USER"] = user
         return driver.session.auth_checked(result)
     if kind == STARTTLS:
         from smtpd_child import tls

@@ -349,3 +349,17 @@ def test_tls_context_refinements(tmp_path, certificate):
     cert.write_text(certificate.split("-----BEGIN PRIVATE KEY-----")[0])   # no key
     context, notes = tls.server_context(str(cert))
     assert context is None and str(cert) in notes[0]
+
+
+@pytest.mark.timeout(60)
+def test_queue_program_learns_the_authenticated_user(tmp_path, certificate):
+    home, checker = tls_home(tmp_path, certificate)
+    queue = tmp_path / "queue"
+    queue.write_text('#!/bin/sh\ncat >/dev/null\nprintf "%s|%s" "$SMTPAUTHUSER" "$SMTP_AUTH_USER"'
+                     ' > "$0.user"\ncat <&1 >/dev/null\n')
+    queue.chmod(0o755)
+    session = (b"EHLO c\r\nAUTH LOGIN YWxpY2U=\r\ncmlnaHQgcGFzcw==\r\nMAIL FROM:<a@b.test>\r\n"
+               b"RCPT TO:<x@other.test>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n")
+    result = run_piped(home, session, checker, FORCETLS="0", QMAILQUEUE=str(queue))
+    assert replies.AUTH_OK in result.stdout and b"\r\n250 ok " in result.stdout, result.stdout
+    assert (tmp_path / "queue.user").read_text() == "alice|alice"
