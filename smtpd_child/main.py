@@ -87,9 +87,8 @@ class Output:
     def _wait(self):
         wait = self.timeout
         if self.deadline is not None:
-            wait = min(wait, self.deadline - time.monotonic())
-        if wait <= 0:
-            raise Finished(1)
+            # As below: past the deadline a reply still goes out if there is room.
+            wait = max(0.0, min(wait, self.deadline - time.monotonic()))
         return wait
 
 
@@ -132,6 +131,8 @@ class Driver:
             self.output.flush()
         except Finished:
             pass
+        if self.channel is not None:
+            self.channel.release()
         return code
 
     def read(self, deadline: float) -> bytes:

@@ -73,6 +73,14 @@ class Channel:
         self.sock.settimeout(wait)
         self.sock.sendall(data)
 
+    def release(self) -> None:
+        """Timeouts made the socket non-blocking; give it back blocking, as it
+        came (its open file description may be shared, e.g. with inetd)."""
+        try:
+            self.sock.setblocking(True)
+        except OSError:
+            pass
+
 
 def start(context, wait: float):
     """(Channel, None) after a handshake on fd 0, or (None, reason)."""
