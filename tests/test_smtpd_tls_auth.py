@@ -2,7 +2,9 @@
 smtpd-child under the C tcpserver and ours, with swaks and smtplib as clients,
 a certificate made by openssl at test time and a shell-script checkpassword."""
 
+import os
 import smtplib
+import socket
 import ssl
 import subprocess
 import time
@@ -363,3 +365,28 @@ def test_queue_program_learns_the_authenticated_user(tmp_path, certificate):
     result = run_piped(home, session, checker, FORCETLS="0", QMAILQUEUE=str(queue))
     assert replies.AUTH_OK in result.stdout and b"\r\n250 ok " in result.stdout, result.stdout
     assert (tmp_path / "queue.user").read_text() == "alice|alice"
+
+
+@pytest.mark.timeout(60)
+def test_socket_is_blocking_again_after_a_tls_session(tmp_path, certificate):
+    """fd 0/1's open file description may be shared (inetd, a parent): after
+    STARTTLS made it non-blocking, the session gives it back blocking."""
+    home, checker = tls_home(tmp_path, certificate)
+    ours, theirs = socket.socketpair()
+    env = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(home)}
+    child = subprocess.Popen([our_program("smtpd-child")], stdin=theirs, stdout=theirs, env=env)
+    try:
+        stream = ours.makefile("rb")
+        stream.readline()
+        ours.sendall(b"STARTTLS\r\n")
+        assert stream.readline() == replies.READY_FOR_TLS
+        tls = client_context().wrap_socket(ours)
+        tls.sendall(b"QUIT\r\n")
+        assert tls.recv(100) == b"221 mail.example.com\r\n"
+        assert child.wait(timeout=20) == 0
+        assert os.get_blocking(theirs.fileno())     # shares the child's file description
+    finally:
+        child.kill()
+        child.wait()
+        theirs.close()
+        ours.close()
