@@ -390,3 +390,26 @@ def test_socket_is_blocking_again_after_a_tls_session(tmp_path, certificate):
         child.wait()
         theirs.close()
         ours.close()
+
+
+@pytest.mark.timeout(90)
+@KINDS
+def test_with_smtpd_checkpassword(tmp_path, certificate, kind):
+    """The two halves together: smtpd-child smtpd-checkpassword true, the
+    password file at its default place, $QMAILHOME/control/smtppasswd."""
+    home, _ = tls_home(tmp_path, certificate)
+    passwords = home / "control" / "smtppasswd"
+    subprocess.run([our_program("smtpd-checkpassword"), "-f", str(passwords), "add", USER],
+                   input=(PASSWORD + "\n").encode(), check=True, capture_output=True, timeout=30)
+    checker = [our_program("smtpd-checkpassword"), "/bin/true"]
+    with server(kind, tmp_path, home, checker, rules=':allow,SMTPAUTH="!"\n') as port:
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
+            smtp.starttls(context=client_context())
+            smtp.ehlo("client.test")
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                smtp.login(USER, WRONG)
+            assert smtp.mail("a@client.test")[0] == 530
+            assert smtp.login(USER, PASSWORD)[0] == 235
+            assert smtp.sendmail("a@client.test", ["x@other.test"], b"\r\nhi\r\n") == {}
+    [message] = spooled(home)
+    assert b"(alice@127.0.0.1)\n  by 0 with ESMTPSA; " in message
