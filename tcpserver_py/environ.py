@@ -24,3 +24,13 @@ def inherited_environment(current: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
         if eq and name and name not in env:
             env[name] = value
     return env
+
+
+def relay_warning(prog: str, env: Mapping[bytes, bytes]) -> str | None:
+    """An inherited RELAYCLIENT reaches every client and lets it relay (in
+    the C programs too): the text to warn with, or None."""
+    if b"RELAYCLIENT" not in env:
+        return None
+    return (f"RELAYCLIENT is set in {prog}'s own environment: every client it serves "
+            f"may relay mail through this host; start {prog} with a clean environment "
+            f"(env -i PATH=/usr/bin:/bin {prog} ...) and set RELAYCLIENT only in rules (-x)")

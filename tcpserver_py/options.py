@@ -6,7 +6,9 @@ starting with `-` ends options), later options override earlier ones, and
 numeric arguments are read with a lenient leading-digits scan (no digits is
 0, trailing junk ignored).  Extras beyond the original: -4, -6 (address
 family), -C n (per-IP concurrency limit) and -M text (sent to clients
-refused by that limit).
+refused by that limit).  One deliberate difference: -u, -g and -U's $UID
+and $GID must be numbers a uid_t holds, since the original's lenient
+reading leaves the child running as root (`-u qmaild` is uid 0).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from dataclasses import dataclass
 from typing import Mapping
 
 PROG = "tcpserver"
-USAGE = ("tcpserver: usage: tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] "
+USAGE = ("tcpserver: usage: tcpserver [ -1UXpPhHrRoOdDqQv46 ] [ -c limit ] "
          "[ -x rules.cdb ] [ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] "
-         "[ -l localname ] [ -t timeout ] host port program")
+         "[ -l localname ] [ -t timeout ] [ -C perip ] [ -M message ] "
+         "[ --help ] [ --version ] host port program")
 
 
 QUIET, DEFAULT, VERBOSE = 0, 1, 2
@@ -53,7 +56,7 @@ class Options:
     ident_timeout: int = 26            # -t
     kill_ip_options: bool = True       # -O / -o
     nodelay: bool = False              # -D / -d
-    family: int = 0                    # 0 any (dual stack), 4 (-4), 6 (-6)
+    family: int = 0                    # 0 as the host says, 4 (-4), 6 (-6)
     per_ip_limit: int = 0              # -C, 0 = no per-IP limit
     per_ip_message: bytes = b""        # -M
 
@@ -71,6 +74,33 @@ def scan_number(text: str) -> int:
             break
         value = (value * 10 + ord(ch) - 48) % ULONG_MODULUS
     return value
+
+
+# The largest uid/gid: (uid_t)-1, one more, means "no change" to setuid().
+LARGEST_ID = 0xFFFFFFFE
+ID_COMMAND = {"u": "id -u", "g": "id -g"}
+
+
+def read_id(opt: str, text: str) -> int:
+    """-u / -g: decimal digits only, at most LARGEST_ID.  The original reads
+    `-u qmaild` as 0 and passes `-u 4294967296` to setuid() as 0: both leave
+    the child running as root, so both are refused here, saying what to
+    write instead."""
+    if text.isascii() and text.isdigit() and int(text) <= LARGEST_ID:
+        return int(text)
+    what = "not a number" if not (text.isascii() and text.isdigit()) else "out of range"
+    user = text if what == "not a number" and text else "USER"
+    raise UsageError([f"{PROG}: -{opt} {text}: {what} (a numeric id up to {LARGEST_ID} "
+                      f"is needed); write -{opt} $({ID_COMMAND[opt]} {user}), or run "
+                      f"envuidgid {user} {PROG} -U ..."], False)
+
+
+def read_env_id(name: str, text: str) -> int:
+    """-U: $UID / $GID as envuidgid sets them, checked as -u / -g are."""
+    if text.isascii() and text.isdigit() and int(text) <= LARGEST_ID:
+        return int(text)
+    raise UsageError([f"{PROG}: -U: ${name} is {text!r}, not a numeric id up to "
+                      f"{LARGEST_ID}; set it with envuidgid USER {PROG} -U ..."], False)
 
 
 def as_bytes(text: str) -> bytes:
@@ -99,7 +129,7 @@ FLAG_FIELDS = {
 # Options with an argument: option letter -> (field, how the argument is read).
 ARGUMENT_FIELDS = {
     "c": ("limit", scan_number), "x": ("rules", str), "B": ("banner", as_bytes),
-    "g": ("gid", scan_number), "u": ("uid", scan_number), "b": ("backlog", scan_number),
+    "g": ("gid", None), "u": ("uid", None), "b": ("backlog", scan_number),
     "l": ("local_name", as_bytes), "t": ("ident_timeout", scan_number),
     "C": ("per_ip_limit", scan_number), "M": ("per_ip_message", as_bytes),
 }
@@ -111,8 +141,12 @@ WITH_ARGUMENT = "".join(ARGUMENT_FIELDS)
 # illegal option `-`).  `--name value` and `--name=value` both work.
 # Flags: option -> (field, value it sets); with an argument: option -> (field,
 # how the argument is read).  --help and --version are answered by main.
-LONG_FLAG_FIELDS: dict[str, tuple[str, object]] = {}
-LONG_ARGUMENT_FIELDS: dict[str, tuple[str, object]] = {}
+LONG_FLAG_FIELDS: dict[str, tuple[str, object]] = {
+    "--ipv4": FLAG_FIELDS["4"], "--ipv6": FLAG_FIELDS["6"],
+}
+LONG_ARGUMENT_FIELDS: dict[str, tuple[str, object]] = {
+    "--per-ip-limit": ARGUMENT_FIELDS["C"], "--per-ip-message": ARGUMENT_FIELDS["M"],
+}
 INFO_OPTIONS = ("--help", "--version")
 
 
@@ -130,14 +164,14 @@ def _apply(values: dict, opt: str, arg: str | None, env: Mapping[str, str]) -> N
         values[name] = value
     elif opt in ARGUMENT_FIELDS:
         name, read = ARGUMENT_FIELDS[opt]
-        values[name] = read(arg)
+        values[name] = read_id(opt, arg) if read is None else read(arg)
     elif opt == "U":
         # envuidgid convention; an unset variable leaves the value alone,
         # as in the original (`-u 7 -U` without $UID keeps uid 7).
         if "UID" in env:
-            values["uid"] = scan_number(env["UID"])
+            values["uid"] = read_env_id("UID", env["UID"])
         if "GID" in env:
-            values["gid"] = scan_number(env["GID"])
+            values["gid"] = read_env_id("GID", env["GID"])
 
 
 def _apply_long(values: dict, opt: str, arg: str | None) -> None:
@@ -234,29 +268,37 @@ def parse_args(argv: list[str], env: Mapping[str, str] | None = None) -> Options
 
 @dataclass(frozen=True)
 class TcpEnvOptions:
-    """`tcp-env [-rR] [-hH] [-l localname] [-t timeout] [-x rules.cdb [-X]] program`.
+    """`tcp-env [-rR] [-hH] [-pP] [-l localname] [-t timeout] [-x rules.cdb [-X]] program`.
 
     qmail's tcp-env knows -r, -R and -t (default 30 s) and ignores unknown
     options; -x/-X (rules, as tcpserver applies them), -H (no remote name
-    lookup) and -l (local name, no local lookup) are ours."""
+    lookup), -p/-P (tcpserver's paranoid check of TCPREMOTEHOST) and -l
+    (local name, no local lookup) are ours, as are --help and --version."""
     program: tuple[str, ...] = ()
     ident: bool = True
     ident_timeout: int = 30
     rules: str | None = None
     rules_missing_ok: bool = False
     remote_host_lookup: bool = True
+    paranoid: bool = False
     local_name: bytes | None = None
 
 
+TCPENV_FLAGS = {"r": ("ident", True), "R": ("ident", False),
+                "X": ("rules_missing_ok", True), "h": ("remote_host_lookup", True),
+                "H": ("remote_host_lookup", False), "p": ("paranoid", True),
+                "P": ("paranoid", False)}
+
+
 def parse_tcpenv_args(argv: list[str]) -> TcpEnvOptions | None:
-    """Parse tcp-env's argv (without its name); None when no program is given."""
+    """Parse tcp-env's argv (without its name); None when no program is
+    given.  Raises InfoRequested for --help and --version."""
     values: dict = {}
     pairs, index = getopt(argv, "txl")
-    flags = {"r": ("ident", True), "R": ("ident", False),
-             "X": ("rules_missing_ok", True), "h": ("remote_host_lookup", True),
-             "H": ("remote_host_lookup", False)}
     for opt, arg in pairs:
-        if opt in "txl":
+        if opt in INFO_OPTIONS:
+            raise InfoRequested(opt)
+        if opt in ("t", "x", "l"):
             if arg is None:
                 return None
             if opt == "t":
@@ -265,8 +307,8 @@ def parse_tcpenv_args(argv: list[str]) -> TcpEnvOptions | None:
                 values["rules"] = arg
             else:
                 values["local_name"] = as_bytes(arg)
-        elif opt in flags:          # anything else is ignored, as qmail's does
-            name, value = flags[opt]
+        elif opt in TCPENV_FLAGS:   # anything else is ignored, as qmail's does
+            name, value = TCPENV_FLAGS[opt]
             values[name] = value
     if index >= len(argv):
         return None

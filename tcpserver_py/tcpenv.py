@@ -1,14 +1,18 @@
 """tcp-env: the UCSPI environment for a program started by inetd/xinetd (edge).
 
-`tcp-env [-rR] [-hH] [-l localname] [-t timeout] [-x rules.cdb [-X]] program [arg ...]`
+`tcp-env [-rR] [-hH] [-pP] [-l localname] [-t timeout] [-x rules.cdb [-X]] program [arg ...]`
 
 The connection is on fd 0.  Sets PROTO, TCPLOCAL*, TCPREMOTE* (and TCP6*
 for IPv6 clients) exactly as tcpserver does, then, with -x, applies a rules
 cdb the way tcpserver does: a deny rule exits 100, an unreadable rules file
-exits 111 (a missing one is allowed with -X).  If PROTO is already TCP or
-TCP6 (running under tcpserver) and no -x is given, the program is run
-unchanged.  Like qmail's, it prints nothing: under inetd, stderr is often
-the client's socket.  Any failure exits 111.
+exits 111 (a missing one is allowed with -X).  Name rules (`=host`,
+`=.domain`) only ever see a name whose addresses include the client's
+(forward-confirmed), whatever the options: anyone controls the PTR record of
+their own address.  If PROTO is already TCP or TCP6 (running under
+tcpserver) and no -x is given, the program is run unchanged.  Like qmail's,
+it prints nothing about connections: under inetd, stderr is often the
+client's socket.  Any failure exits 111.  The one warning (an inherited
+RELAYCLIENT) goes to stderr, or to syslog when stderr is the connection.
 """
 
 from __future__ import annotations
@@ -17,16 +21,20 @@ import os
 import signal
 import socket
 import sys
+import syslog
 
+from . import VERSION_LINE, logfmt
 from .server.child import exec_program
-from .environ import inherited_environment
+from .environ import inherited_environment, relay_warning
 from .exitcodes import PERMANENT, TEMPORARY
-from .net.lookup import ident, interface_name, reverse_name
-from .options import parse_tcpenv_args
+from .helptext import TCPENV_HELP
+from .net.lookup import forward_confirms, ident, interface_name, reverse_name
+from .options import InfoRequested, parse_tcpenv_args
 from .net.resolver import Resolver, SoftDnsError, resolver_for
 from .rules.cdbfile import RulesReadError, rule_for
 from .ucspi import Connection, child_environment
 
+PROG = "tcp-env"
 SOFT_DNS_ERROR = b"softdnserror"
 
 
@@ -44,10 +52,37 @@ def _name(resolver: Resolver, ip: str) -> bytes | None:
         return SOFT_DNS_ERROR
 
 
+def _stderr_is_the_connection() -> bool:
+    """Under inetd/xinetd fd 2 is often the client's socket, as fd 0 is."""
+    try:
+        err, conn = os.fstat(2), os.fstat(0)
+    except OSError:
+        return False
+    return (err.st_dev, err.st_ino) == (conn.st_dev, conn.st_ino)
+
+
+def _warn(text: str) -> None:
+    if _stderr_is_the_connection():
+        syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_MAIL)
+        syslog.syslog(syslog.LOG_WARNING, text)
+        return
+    try:
+        os.write(2, logfmt.warning(PROG, text))
+    except OSError:
+        pass
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
-        _run()
+        opts = parse_tcpenv_args(sys.argv[1:])
+    except InfoRequested as exc:
+        os.write(1, (VERSION_LINE if exc.option == "--version" else TCPENV_HELP).encode())
+        sys.exit(0)
+    except BaseException:
+        sys.exit(TEMPORARY)
+    try:
+        _run(opts)
     except SystemExit:
         raise
     except BaseException:
@@ -56,11 +91,13 @@ def main() -> None:
         sys.exit(TEMPORARY)
 
 
-def _run() -> None:
-    opts = parse_tcpenv_args(sys.argv[1:])
+def _run(opts) -> None:
     if opts is None:
         sys.exit(TEMPORARY)
     base = inherited_environment(os.environb)
+    relay = relay_warning(PROG, base)
+    if relay:
+        _warn(relay)
     path = base.get(b"PATH", b"/bin:/usr/bin")
     # qmail's shortcut under tcpserver; never with -x, where a stray PROTO
     # would mean running the program with no rules checked (fail open).
@@ -81,15 +118,23 @@ def _run() -> None:
     resolver = resolver_for(base)
     local_host = opts.local_name if opts.local_name is not None else _name(resolver, local_ip)
     remote_host = _name(resolver, remote_ip) if opts.remote_host_lookup else None
+    # The name rules may see, and -p's TCPREMOTEHOST: only a name that
+    # resolves back to the client (qmail's tcp-env sets the PTR name as
+    # it is; so does ours without -p).
+    confirmed = None
+    if remote_host not in (None, SOFT_DNS_ERROR) and (opts.rules is not None or opts.paranoid):
+        if forward_confirms(resolver, remote_host, remote_ip):
+            confirmed = remote_host
+    if opts.paranoid:
+        remote_host = confirmed
     remote_info = None
     if opts.ident:
         remote_info = ident(local_ip, local[1], remote_ip, remote[1],
                             socket.AF_INET6 if ipv6 else socket.AF_INET, opts.ident_timeout)
     rule = None
     if opts.rules is not None:
-        lookup_host = None if remote_host == SOFT_DNS_ERROR else remote_host
         try:
-            rule = rule_for(opts.rules, opts.rules_missing_ok, remote_ip, lookup_host,
+            rule = rule_for(opts.rules, opts.rules_missing_ok, remote_ip, confirmed,
                             remote_info)
         except RulesReadError:
             sys.exit(TEMPORARY)

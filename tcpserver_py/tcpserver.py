@@ -10,17 +10,19 @@ import signal
 import sys
 
 from . import VERSION_LINE as VERSION, logfmt
-from .environ import inherited_environment
+from .environ import inherited_environment, relay_warning
 from .errstr import error_str
 from .exitcodes import PERMANENT, TEMPORARY
+from .helptext import TCPSERVER_HELP
 from .net.listen import ListenError, open_listener
-from .options import QUIET, USAGE, InfoRequested, UsageError, parse_args
+from .options import QUIET, InfoRequested, UsageError, parse_args
 # Everything the server and its children run is imported now, before -u/-g
-# may take away the right to read the interpreter's files.
+# may take away the right to read the interpreter's files (preload() below
+# adds the codecs that would be imported lazily).
 from .server.loop import serve
+from .server.preload import preload
 
 PROG = "tcpserver"
-C_INT_MASK = 0xFFFFFFFF
 
 
 def main() -> None:
@@ -33,7 +35,7 @@ def main() -> None:
             os.write(2, ("\n".join(exc.lines) + "\n").encode("utf-8", "surrogateescape"))
         sys.exit(PERMANENT)
     except InfoRequested as exc:
-        os.write(1, (VERSION if exc.option == "--version" else USAGE + "\n").encode())
+        os.write(1, (VERSION if exc.option == "--version" else TCPSERVER_HELP).encode())
         sys.exit(0)
 
     # The original catches SIGTERM (exit 0) before it binds; serve() later
@@ -51,19 +53,15 @@ def main() -> None:
     except ListenError as exc:
         fatal(exc.text)
     port = listener.getsockname()[1]
-    # The original tests the whole (long) number for zero, then passes it as
-    # an int: -u 4294967296 is setuid(0), -u 4294967295 fails with EINVAL.
-    if opts.gid:
-        try:
-            os.setgroups([opts.gid & C_INT_MASK])
-            os.setgid(opts.gid & C_INT_MASK)
-        except OSError as exc:
-            fatal(f"unable to set gid: {error_str(exc.errno)}")
-    if opts.uid:
-        try:
-            os.setuid(opts.uid & C_INT_MASK)
-        except OSError as exc:
-            fatal(f"unable to set uid: {error_str(exc.errno)}")
+    # Read while the process may still read its own /proc entry: after
+    # setuid it is no longer dumpable, and the fallback (the interpreter's
+    # os.environ) carries the LC_CTYPE=C.UTF-8 that start-up added.
+    base_env = inherited_environment(os.environb)
+    relay = relay_warning(PROG, base_env)
+    if relay and opts.verbosity != QUIET:
+        os.write(2, logfmt.warning(PROG, relay))
+    preload()
+    _drop_privileges(opts, fatal)
     if opts.print_port:
         try:
             os.write(1, b"%d\n" % port)
@@ -76,7 +74,35 @@ def main() -> None:
     os.dup2(null, 1)
     if null > 1:
         os.close(null)
-    serve(listener, opts, inherited_environment(os.environb))
+    serve(listener, opts, base_env)
+
+
+def _drop_privileges(opts, fatal) -> None:
+    """-g, then -u.  Unlike the original, -u always drops the supplementary
+    groups (root's stay otherwise), and a group left at 0 is warned about.
+    The values were checked to be real ids (options.read_id)."""
+    if opts.gid:
+        try:
+            os.setgroups([opts.gid])
+            os.setgid(opts.gid)
+        except OSError as exc:
+            fatal(f"unable to set gid: {error_str(exc.errno)}")
+    if opts.uid and not opts.gid:
+        try:
+            os.setgroups([])
+        except OSError as exc:
+            # Only root may change its groups; anyone else has no root
+            # groups to lose, and setuid() below says what is wrong.
+            if os.geteuid() == 0:
+                fatal(f"unable to set groups: {error_str(exc.errno)}")
+    if opts.uid:
+        if not opts.gid and os.getgid() == 0 and opts.verbosity != QUIET:
+            os.write(2, logfmt.warning(PROG, f"-u {opts.uid} without -g: the group stays 0 "
+                                             f"(root); add -g $(id -g USER)"))
+        try:
+            os.setuid(opts.uid)
+        except OSError as exc:
+            fatal(f"unable to set uid: {error_str(exc.errno)}")
 
 
 def _exit_at_once(signum, frame) -> None:

@@ -5,7 +5,8 @@ edit of a name wins, exactly as ucspi-tcp queues its env_put/env_unset calls:
 first tcpserver's own variables (PROTO, TCPLOCAL*, TCPREMOTE*; a variable
 with no value is *removed*, even when inherited), then the TCP6* mirrors for
 IPv6 clients, then the variables of the matching rule, so a rule may override
-anything (qmail setups rely on overriding TCPLOCALHOST).
+anything (qmail setups rely on overriding TCPLOCALHOST).  Unlike ucspi-tcp,
+every inherited TCP6* variable is removed first (see stale_tcp6).
 """
 
 from __future__ import annotations
@@ -90,9 +91,26 @@ def apply_edits(base: Mapping[bytes, bytes], edits: Iterable[Edit]) -> dict[byte
     return env
 
 
+def stale_tcp6(base: Mapping[bytes, bytes]) -> list[Edit]:
+    """Every inherited TCP6* variable is removed first: only those that
+    describe this connection are set again (connection_env).  ucspi-tcp 0.88
+    does not know them and passes them on, so an IPv4 client's program
+    could take an inherited TCP6REMOTEIP for its client; the TCP* ones the
+    original already replaces or removes for every connection."""
+    return [(name, None) for name in base if name.startswith(b"TCP6")]
+
+
+def c_string(value: bytes | None) -> bytes | None:
+    """What a C program puts in its environment: the bytes before the first
+    NUL (the C tcpserver sets TCPREMOTEINFO to the part of an ident answer
+    before a NUL; exec cannot pass a NUL at all)."""
+    return value if value is None else value.split(b"\0", 1)[0]
+
+
 def child_environment(base: Mapping[bytes, bytes], conn: Connection,
                       rule: RuleValue | None) -> dict[bytes, bytes]:
-    return apply_edits(base, connection_env(conn) + rule_env(rule))
+    edits = stale_tcp6(base) + connection_env(conn) + rule_env(rule)
+    return apply_edits(base, [(name, c_string(value)) for name, value in edits])
 
 
 def per_ip_limit(default: int, rule: RuleValue | None) -> int:

@@ -20,6 +20,7 @@ PURE_MODULES = [
     "tcpserver_py/rules/shadow.py",
     "tcpserver_py/rules/cover.py",
     "tcpserver_py/options.py",
+    "tcpserver_py/helptext.py",
     "tcpserver_py/ucspi.py",
     "tcpserver_py/logfmt.py",
     "tcpserver_py/server/children.py",

@@ -3,8 +3,11 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from tcpserver_py.options import (DEFAULT, QUIET, USAGE, VERBOSE, Options, UsageError,
-                                  parse_args, scan_number)
+from tcpserver_py.helptext import TCPENV_HELP, TCPSERVER_HELP
+from tcpserver_py.options import (DEFAULT, FLAGS, LONG_ARGUMENT_FIELDS, LONG_FLAG_FIELDS,
+                                  QUIET, USAGE, VERBOSE, WITH_ARGUMENT, InfoRequested,
+                                  Options, UsageError, parse_args, parse_tcpenv_args,
+                                  scan_number)
 
 
 def test_defaults_are_the_originals():
@@ -48,8 +51,67 @@ def test_banner_is_raw_bytes():
 
 
 def test_envuidgid():
-    opts = parse_args(["-U", "0", "1", "p"], {"UID": "1001", "GID": "1002x"})
+    opts = parse_args(["-U", "0", "1", "p"], {"UID": "1001", "GID": "1002"})
     assert (opts.uid, opts.gid) == (1001, 1002)
+
+
+@pytest.mark.parametrize("argv, env, words", [
+    # The C tcpserver reads all of these as uid/gid 0 (or a setuid(0)):
+    # the child would run as root.  Ours refuses, saying what to write.
+    (["-u", "qmaild"], {}, ["-u qmaild: not a number", "-u $(id -u qmaild)",
+                            "envuidgid qmaild tcpserver -U"]),
+    (["-g", "nofiles"], {}, ["-g nofiles: not a number", "-g $(id -g nofiles)"]),
+    (["-u", "4294967296"], {}, ["-u 4294967296: out of range", "-u $(id -u USER)"]),
+    (["-u", "4294967295"], {}, ["out of range"]),
+    (["-u", "7x"], {}, ["-u 7x: not a number"]),
+    (["-u", ""], {}, ["not a number"]),
+    (["-U"], {"UID": "qmaild"}, ["$UID is 'qmaild'", "envuidgid USER tcpserver -U"]),
+    (["-U"], {"UID": "7", "GID": "99999999999"}, ["$GID is '99999999999'"]),
+])
+def test_ids_that_are_not_numbers_are_refused(argv, env, words):
+    with pytest.raises(UsageError) as info:
+        parse_args([*argv, "-q", "0", "25", "p"], env)
+    text = "\n".join(info.value.lines)
+    assert text.startswith("tcpserver: ") and not info.value.quiet
+    for word in words:
+        assert word in text
+
+
+def test_numeric_ids_are_taken_as_given():
+    opts = parse_args(["-u", "4294967294", "-g", "0", "0", "25", "p"])
+    assert (opts.uid, opts.gid) == (4294967294, 0)
+
+
+def test_long_options_for_the_extensions():
+    opts = parse_args(["--ipv6", "--per-ip-limit", "3", "--per-ip-message=busy", "0", "1", "p"])
+    assert (opts.family, opts.per_ip_limit, opts.per_ip_message) == (6, 3, b"busy")
+    assert parse_args(["--ipv4", "0", "1", "p"]).family == 4
+    for option in ("--help", "--version"):
+        with pytest.raises(InfoRequested) as info:
+            parse_args(["-v", option, "0", "1", "p"])
+        assert info.value.option == option
+
+
+def test_usage_lists_the_extensions():
+    for word in ("46 ]", "[ -C perip ]", "[ -M message ]", "--help"):
+        assert word in USAGE
+
+
+def test_help_lists_every_option():
+    for letter in FLAGS + WITH_ARGUMENT:
+        assert f"-{letter}" in TCPSERVER_HELP, letter
+    for option in (*LONG_FLAG_FIELDS, *LONG_ARGUMENT_FIELDS, "--help", "--version"):
+        assert option in TCPSERVER_HELP, option
+
+
+def test_tcpenv_paranoid_and_info_options():
+    assert parse_tcpenv_args(["-p", "prog"]).paranoid
+    assert not parse_tcpenv_args(["-p", "-P", "prog"]).paranoid
+    assert not parse_tcpenv_args(["prog"]).paranoid
+    with pytest.raises(InfoRequested):
+        parse_tcpenv_args(["--help"])
+    for letter in "rRtxXhHpPl":
+        assert f"-{letter}" in TCPENV_HELP, letter
 
 
 def test_extras():

@@ -1,11 +1,13 @@
 """Create the listening socket: IPv4, IPv6 or dual stack.
 
-Host forms: `0`, the empty string and `::` mean every local address; that is
-one dual-stack IPv6 socket (IPv4 clients arrive IPv4-mapped and are shown as
-dotted quads) unless -4 (0.0.0.0 only) or -6 (IPv6 only) is given, or the
-kernel has no IPv6, in which case 0.0.0.0 is used as the original does.  A
-literal address is bound as given; a name is resolved and its first address
-bound (IPv4 first, as the original binds the first A record; -6 wants AAAA).
+Host forms: `0` and the empty string mean every local IPv4 address
+(0.0.0.0), exactly as in ucspi-tcp 0.88, so a migrated run script does not
+start serving IPv6 clients (-6 makes them `::`, IPv6 only).  `::` is every
+address: one dual-stack IPv6 socket (IPv4 clients arrive IPv4-mapped and are
+shown as dotted quads) unless -4 (0.0.0.0) or -6 (IPv6 only) is given, or
+the kernel has no IPv6 (then 0.0.0.0).  A literal address is bound as
+given; a name is resolved and its first address bound (IPv4 first, as the
+original binds the first A record; -6 wants AAAA).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import socket
 
 from ..errstr import error_str
 
-WILDCARDS = ("0", "", "::")
+IPV4_WILDCARDS = ("0", "")     # ucspi-tcp 0.88: 0.0.0.0
+DUAL_STACK_WILDCARD = "::"
 
 
 class ListenError(Exception):
@@ -62,7 +65,9 @@ def dotted_host(host: str) -> str | None:
 
 def resolve_host(host: str, family: int) -> tuple[int, str, bool]:
     """Return (address family, address text, dual stack?)."""
-    if host in WILDCARDS:
+    if host in IPV4_WILDCARDS and family != 6:
+        return socket.AF_INET, "0.0.0.0", False
+    if host in IPV4_WILDCARDS or host == DUAL_STACK_WILDCARD:
         if family == 4 or not socket.has_ipv6 or not _ipv6_works():
             return socket.AF_INET, "0.0.0.0", False
         return socket.AF_INET6, "::", family != 6

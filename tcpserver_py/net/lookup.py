@@ -48,7 +48,9 @@ def remote_name(resolver: Resolver, ip: str, paranoid: bool) -> bytes | None:
 
 def parse_ident_reply(line: bytes) -> bytes:
     """The original's parse: drop spaces, tabs and CRs; the value is what
-    follows the third colon (empty for `ERROR` replies); capped."""
+    follows the third colon (empty for `ERROR` replies); capped.  The C
+    program then uses it as a C string, in the environment, the rules key
+    and the log line alike: only the part before a NUL counts."""
     out = bytearray()
     colons = 0
     for ch in line:
@@ -63,7 +65,7 @@ def parse_ident_reply(line: bytes) -> bytes:
             out.append(ch)
             if len(out) == IDENT_VALUE_LIMIT:
                 break
-    return bytes(out)
+    return bytes(out).split(b"\0", 1)[0]
 
 
 def ident(local_ip: str, local_port: int, remote_ip: str, remote_port: int,

@@ -49,9 +49,11 @@ def server_list(env: Mapping[bytes, bytes]) -> list[str]:
             return found
     found = []
     try:
-        with open(RESOLV_CONF, encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                words = line.split()
+        # Binary: a text-mode open would import its codec lazily, which
+        # fails in a child that can no longer read the interpreter's files.
+        with open(RESOLV_CONF, "rb") as handle:
+            for raw in handle:
+                words = raw.decode("ascii", "replace").split()
                 if len(words) >= 2 and words[0] == "nameserver" and _valid_ip(words[1]):
                     found.append(words[1])
     except OSError:

@@ -24,6 +24,7 @@ from ..options import Options, VERBOSE, QUIET
 from ..net.resolver import SoftDnsError, resolver_for
 from ..rules.cdbfile import RulesReadError, rule_for
 from ..ucspi import Connection, child_environment, per_ip_limit
+from .preload import load_failure
 
 DEFAULT_PATH = b"/bin:/usr/bin"
 EXEC_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -84,7 +85,11 @@ def run_child(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
         log.drop("out of memory")
         status = TEMPORARY
     except BaseException as exc:   # never let an exception unwind into parent code
-        log.drop(f"internal error: {type(exc).__name__}")
+        if isinstance(exc, ImportError) or type(exc) is LookupError:
+            # A module or codec loaded lazily, out of reach after -u/-g.
+            log.drop(load_failure(exc))
+        else:
+            log.drop(f"internal error: {type(exc).__name__}")
         status = TEMPORARY
     finally:
         os._exit(status)
