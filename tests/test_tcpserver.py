@@ -16,6 +16,11 @@ import pytest
 
 from conftest import our_program, peer_program
 from tcpserver_harness import Server, normalise_log, parse_env, write_rules_c
+from tcpserver_py.options import USAGE
+
+C_USAGE = (b"tcpserver: usage: tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] "
+           b"[ -x rules.cdb ] [ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] "
+           b"[ -l localname ] [ -t timeout ] host port program")
 
 PARENT_ENV = {
     "PATH": "/usr/bin:/bin", "KEEP": "inherited",
@@ -112,7 +117,6 @@ def test_log_lines_match_c_tcpserver(pair, tmp_path, banner):
 
 
 def test_host_0_serves_ipv4_clients_exactly_like_c(pair):
-    # Ours listens dual-stack on host 0; IPv4 clients must not notice.
     both = pair(["-v", "-1", "-HRl0", "0", "0", "/usr/bin/env"])
     envs = {name: parse_env(server.talk(source="127.0.0.2")) for name, server in both.items()}
     for server in both.values():
@@ -120,6 +124,37 @@ def test_host_0_serves_ipv4_clients_exactly_like_c(pair):
     assert strip_ports(envs["ours"]) == strip_ports(envs["c"])
     assert envs["ours"]["TCPREMOTEIP"] == "127.0.0.2" and envs["ours"]["PROTO"] == "TCP"
     assert normalise_log(both["ours"].log()) == normalise_log(both["c"].log())
+
+
+@pytest.mark.parametrize("host", ["0", ""])
+def test_host_0_is_ipv4_only_as_in_ucspi_tcp(tmp_path, host):
+    # ucspi-tcp 0.88 binds 0.0.0.0 for host 0: a migrated run script must
+    # not start serving IPv6 clients (whose addresses no IPv4 rule covers).
+    server = Server(our_program("tcpserver"), ["-1", "-HRl0", host, "0", "/bin/echo", "hi"],
+                    tmp_path / "s.log", env=PARENT_ENV)
+    try:
+        bound = [line.split() for line in open("/proc/net/tcp6").read().splitlines()[1:]]
+        assert not [f for f in bound if f[1].endswith(":%04X" % server.port) and f[3] == "0A"]
+        assert server.talk(source="127.0.0.1") == b"hi\n"
+        if socket.has_ipv6:
+            with pytest.raises(OSError):
+                server.talk(source="::1", host="::1")
+    finally:
+        server.stop()
+
+
+def test_dual_stack_only_when_asked_for(tmp_path):
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 in this kernel")
+    server = Server(our_program("tcpserver"), ["-1", "-HRl0", "::", "0", "/usr/bin/env"],
+                    tmp_path / "s.log", env=PARENT_ENV)
+    try:
+        assert parse_env(server.talk(source="127.0.0.2"))["TCPREMOTEIP"] == "127.0.0.2"
+        assert parse_env(server.talk(source="::1", host="::1"))["TCPREMOTEIP"] == "::1"
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("extra", [[], ["-X"], ["-v", "-p"]])
@@ -282,8 +317,23 @@ def test_sigterm_exits_0_and_children_keep_running(tmp_path):
 def test_usage_and_fatal_messages_match_c(argv, peer):
     c = subprocess.run([peer("/usr/bin/tcpserver"), *argv], capture_output=True, timeout=10)
     ours = subprocess.run([our_program("tcpserver"), *argv], capture_output=True, timeout=10)
-    assert (ours.returncode, ours.stderr) == (c.returncode, c.stderr)
+    # The one difference: our usage line also lists our extensions.
+    assert (ours.returncode, ours.stderr.replace(USAGE.encode(), C_USAGE)) == \
+        (c.returncode, c.stderr)
     assert ours.returncode in (100, 111)
+
+
+@pytest.mark.parametrize("option", ["--help", "--version"])
+def test_help_and_version_are_not_usage_errors(option, peer):
+    for argv in ([option], ["-v", option, "0", "25", "/bin/true"]):
+        ours = subprocess.run([our_program("tcpserver"), *argv], capture_output=True,
+                              timeout=10)
+        assert (ours.returncode, ours.stderr) == (0, b"")
+        assert ours.stdout.startswith(b"usage: tcpserver" if option == "--help"
+                                      else b"tcpserver-py ")
+    # To the C tcpserver --help is an illegal option (exit 100).
+    c = subprocess.run([peer("/usr/bin/tcpserver"), option], capture_output=True, timeout=10)
+    assert c.returncode == 100 and c.stderr.endswith(C_USAGE + b"\n")
 
 
 def test_bind_in_use_is_fatal_like_c(peer):

@@ -15,9 +15,11 @@ ANSWERS = {
     "127.0.0.2": b" : ERROR : NO-USER\r\n",          # two colons: empty value, still set
     "127.0.0.3": b" : USERID : UNIX :  j o:e\tx\r\n",
     "127.0.0.5": None,                               # never answers
+    "127.0.0.6": b" : USERID : UNIX : jo\0e\r\n",    # a NUL: the C tcpserver keeps "jo"
 }
 RULES = ('joe@127.0.0.1:allow,WHO="joe"\n'
          '@127.0.0.2:allow,WHO="empty"\n'
+         'jo@127.0.0.6:allow,WHO="jo"\n'
          ':allow,WHO="default"\n')
 
 
@@ -81,8 +83,9 @@ def test_ident_matches_c_tcpserver(tmp_path, identd):
         server = Server(exe, args, tmp_path / f"{name}.log", env={"PATH": "/usr/bin:/bin"})
         try:
             envs[name] = {src: parse_env(server.talk(source=src))
-                          for src in ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")}
-            server.wait_served(4)
+                          for src in ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4",
+                                      "127.0.0.6")}
+            server.wait_served(5)
             logs[name] = normalise_log(server.log())
         finally:
             server.stop()
@@ -94,6 +97,10 @@ def test_ident_matches_c_tcpserver(tmp_path, identd):
     assert ours["127.0.0.2"]["TCPREMOTEINFO"] == "" and ours["127.0.0.2"]["WHO"] == "empty"
     assert ours["127.0.0.3"]["TCPREMOTEINFO"] == "jo:ex"
     assert "TCPREMOTEINFO" not in ours["127.0.0.4"]          # refused
+    # A NUL in the answer: the part before it, in the environment, the
+    # rules key and the log line alike (never a dropped connection).
+    assert ours["127.0.0.6"]["TCPREMOTEINFO"] == "jo" and ours["127.0.0.6"]["WHO"] == "jo"
+    assert "tcpserver: ok PID 0:127.0.0.1:PORT :127.0.0.6:jo:PORT" in logs["ours"]
     assert logs["ours"] == logs["c"]
     assert "tcpserver: ok PID 0:127.0.0.1:PORT :127.0.0.3:jo?ex:PORT" in logs["ours"]
     # the request is "CLIENTPORT , SERVERPORT\r\n"
@@ -132,7 +139,15 @@ def test_ident_deadline(tmp_path, identd):
     (b"4000 , 25 : USERID : UNIX,UTF-8 : r\xc3\xa9mi\r\n", b"r\xc3\xa9mi"),
     (b"1:2:3:" + b"a" * 300 + b"\n", b"a" * 256),
     (b"no colons at all\n", b""),
+    (b"1:2:3:ab\0cd\r\n", b"ab"),
+    (b"1:2:3:\0cd\r\n", b""),
 ])
 def test_parse_ident_reply(reply, value):
     from tcpserver_py.net.lookup import parse_ident_reply
     assert parse_ident_reply(reply) == value
+
+
+def test_ident_nul_under_tcp_env(identd):
+    from test_tcpenv import run_tcpenv
+    status, out, _, _ = run_tcpenv(["-H", "-l0", "-t5", "/usr/bin/env"], source="127.0.0.6")
+    assert status == 0 and parse_env(out)["TCPREMOTEINFO"] == "jo"

@@ -46,7 +46,7 @@ def test_dual_stack_shows_ipv4_clients_dotted_and_ipv6_clients_as_tcp6(tmp_path,
         (b"0000:0000:0000:0000:0000:0000:0000:0001", encode_value(False, [(b"WHO", b"v6")])),
         (b"127.0.0.1", encode_value(False, [(b"WHO", b"v4")])),
     ])
-    server = start(tmp_path, ["-v", *banner, "-x", rules, "0", "0", "/usr/bin/env"])
+    server = start(tmp_path, ["-v", *banner, "-x", rules, "::", "0", "/usr/bin/env"])
     try:
         strip = 1 if banner and banner[1] else 0
         v4 = parse_env(server.talk(source="127.0.0.1", host="127.0.0.1")[strip:])
@@ -157,7 +157,7 @@ def test_maxconip_rule_overrides_the_default(tmp_path):
 
 @needs_ipv6
 def test_per_ip_count_uses_canonical_address_on_dual_stack(tmp_path):
-    server = start(tmp_path, ["-v", "-C", "1", "0", "0", "/bin/cat"])
+    server = start(tmp_path, ["-v", "-C", "1", "::", "0", "/bin/cat"])
     held = []
     try:
         held.append(hold(server.port, "127.0.0.1"))   # arrives as ::ffff:127.0.0.1
