@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import our_program, peer_program
-from fakedns import PTR, SERVFAIL, FakeDNS
+from fakedns import A, PTR, SERVFAIL, FakeDNS
 from tcpserver_harness import parse_env, read_all, write_rules_c
 from tcpserver_py.options import parse_tcpenv_args
 
@@ -197,3 +197,90 @@ service tcpenv-test
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+NAME_RULES = ('=fake.example:allow,RELAYCLIENT="",WHO="fake"\n'
+              '=good.example:allow,RELAYCLIENT="",WHO="good"\n'
+              '=.evil.test:allow,RELAYCLIENT="",WHO="evil-domain"\n'
+              '=.good.test:allow,RELAYCLIENT="",WHO="good-domain"\n'
+              ':allow,WHO="default"\n')
+NAME_RECORDS = {
+    # PTR names anyone can publish for their own address, confirmed or not
+    ("3.0.0.127.in-addr.arpa", PTR): ["fake.example"], ("fake.example", A): ["10.0.0.1"],
+    ("4.0.0.127.in-addr.arpa", PTR): ["mx.evil.test"],
+    ("2.0.0.127.in-addr.arpa", PTR): ["good.example"], ("good.example", A): ["127.0.0.2"],
+    ("5.0.0.127.in-addr.arpa", PTR): ["mx.good.test"],
+    ("mx.good.test", A): ["10.0.0.9", "127.0.0.5"],
+}
+
+
+@pytest.mark.parametrize("flags", [[], ["-p"], ["-P"], ["-p", "-P"], ["-P", "-p"]],
+                         ids=lambda f: "".join(f) or "none")
+def test_name_rules_see_only_forward_confirmed_names(tmp_path, flags):
+    # Whoever controls the PTR record of their own address must not get
+    # what a =host or =.domain rule grants (RELAYCLIENT) without a forward
+    # check, whatever the options say.
+    cdb = write_rules_c(tmp_path, NAME_RULES)
+    dns = FakeDNS(NAME_RECORDS)
+    env = dict(ENV, DNSCACHEIP="127.0.0.1")
+    try:
+        got = {src: run_tcpenv(["-R", "-l0", *flags, "-x", cdb, "/usr/bin/env"], source=src,
+                               env=env)[:2]
+               for src in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")}
+    finally:
+        dns.close()
+    envs = {src: parse_env(out) for src, (status, out) in got.items()}
+    assert all(status == 0 for status, _ in got.values())
+    for src in ("127.0.0.3", "127.0.0.4"):          # unconfirmed: no name rule
+        assert envs[src]["WHO"] == "default" and "RELAYCLIENT" not in envs[src], src
+    assert envs["127.0.0.2"]["WHO"] == "good" and envs["127.0.0.2"]["RELAYCLIENT"] == ""
+    assert envs["127.0.0.5"]["WHO"] == "good-domain"
+    paranoid = (flags or ["-P"])[-1] == "-p"
+    # TCPREMOTEHOST: the PTR name as qmail's tcp-env sets it; with -p only
+    # a confirmed one, as tcpserver -p.
+    assert envs["127.0.0.2"]["TCPREMOTEHOST"] == "good.example"
+    assert ("TCPREMOTEHOST" in envs["127.0.0.3"]) == (not paranoid)
+    if not paranoid:
+        assert envs["127.0.0.3"]["TCPREMOTEHOST"] == "fake.example"
+
+
+def test_help_and_version():
+    for option, start in (("--help", b"usage: tcp-env"), ("--version", b"tcpserver-py ")):
+        proc = subprocess.run([our_program("tcp-env"), option], capture_output=True,
+                              timeout=30)
+        assert (proc.returncode, proc.stderr) == (0, b"") and proc.stdout.startswith(start)
+    proc = subprocess.run([our_program("tcp-env"), "--help"], capture_output=True, timeout=30)
+    for word in (b"-p", b"-x", b"-X", b"-H", b"-l", b"-t", b"-R"):
+        assert word in proc.stdout
+
+
+def test_inherited_tcp6_variables_are_removed():
+    env = dict(ENV, TCP6REMOTEIP="2001:db8::66", TCP6REMOTEINFO="root",
+               TCP6INTERFACE="eth9", TCP6REMOTEHOST="spoofed.example")
+    out = parse_env(run_tcpenv(["-RH", "-l0", "/usr/bin/env"], env=env)[1])
+    assert out["PROTO"] == "TCP" and not [k for k in out if k.startswith("TCP6")]
+
+
+def test_inherited_relayclient_is_warned_about(tmp_path):
+    # On stderr when stderr is not the client's connection...
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2)
+        for stderr_is_connection in (False, True):
+            client = socket.create_connection(listener.getsockname(), timeout=10)
+            conn, _ = listener.accept()
+            with client, conn:
+                proc = subprocess.run(
+                    [our_program("tcp-env"), "-RH", "-l0", "/bin/echo", "served"],
+                    stdin=conn, stdout=conn, env=dict(ENV, RELAYCLIENT=""), timeout=30,
+                    stderr=conn if stderr_is_connection else subprocess.PIPE)
+                conn.shutdown(socket.SHUT_WR)
+                assert proc.returncode == 0
+                if stderr_is_connection:
+                    # ...never to the client (inetd): there, syslog.
+                    assert read_all(client) == b"served\n"
+                else:
+                    assert proc.stderr.startswith(
+                        b"tcp-env: warning: RELAYCLIENT is set in tcp-env's own environment")
+                    assert proc.stderr.count(b"\n") == 1 and b"env -i" in proc.stderr
+    assert run_tcpenv(["-RH", "-l0", "/bin/true"])[0] == 0
