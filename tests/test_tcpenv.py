@@ -137,7 +137,10 @@ def free_port():
 
 
 @pytest.mark.timeout(60)
-def test_under_real_xinetd(tmp_path):
+@pytest.mark.parametrize("relayclient", [False, True], ids=["clean", "RELAYCLIENT"])
+def test_under_real_xinetd(tmp_path, relayclient):
+    # With an inherited RELAYCLIENT, tcp-env's warning must not reach the
+    # client: xinetd gives the program the socket as stderr too.
     xinetd = peer_program("/usr/sbin/xinetd")
     cdb = write_rules_c(tmp_path, RULES)
     port = free_port()
@@ -161,7 +164,7 @@ service tcpenv-test
     cps = 1000 1
     server = {our_program("tcp-env")}
     server_args = -R -H -l mx.example.org -x {cdb} /usr/bin/env
-    env = PATH=/usr/bin:/bin MARK=xinetd
+    env = PATH=/usr/bin:/bin MARK=xinetd{" RELAYCLIENT=" if relayclient else ""}
 }}
 """)
     proc = subprocess.Popen([xinetd, "-dontfork", "-pidfile", str(tmp_path / "pid"),
@@ -190,7 +193,9 @@ service tcpenv-test
         assert env["TCPREMOTEIP"] == "127.0.0.1" and env["TCPREMOTEPORT"] == str(cport)
         assert env["TCPLOCALPORT"] == str(port) and env["TCPLOCALHOST"] == "mx.example.org"
         assert env["RELAYCLIENT"] == "" and env["WHO"] == "one"
-        assert parse_env(talk("127.0.0.2")[1])["WHO"] == "default"
+        assert b"warning" not in out and all(b"=" in line for line in out.splitlines())
+        other = parse_env(talk("127.0.0.2")[1])
+        assert other["WHO"] == "default" and ("RELAYCLIENT" in other) == relayclient
         assert talk("127.0.0.3")[1] == b""        # denied: closed, nothing sent
         for _ in range(30):                       # a quick burst stays served
             assert b"PROTO=TCP" in talk("127.0.0.1")[1]

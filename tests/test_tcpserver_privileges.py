@@ -93,8 +93,8 @@ def test_nothing_is_loaded_after_the_drop(tmp_path):
             server.stop()
     finally:
         dns.close()
-    assert env["TCPREMOTEHOST"] == "client.example", log
     assert "internal error" not in log and "import time:" not in log, log
+    assert env["TCPREMOTEHOST"] == "client.example", log
 
 
 def test_a_load_failure_names_the_directory(tmp_path, monkeypatch):
