@@ -89,7 +89,9 @@ def read_id(opt: str, text: str) -> int:
     if text.isascii() and text.isdigit() and int(text) <= LARGEST_ID:
         return int(text)
     what = "not a number" if not (text.isascii() and text.isdigit()) else "out of range"
-    user = text if what == "not a number" and text else "USER"
+    looks_like_name = text[:1].isalpha() and text.isascii() and \
+        all(ch.isalnum() or ch in "._-" for ch in text)
+    user = text if looks_like_name else "USER"
     raise UsageError([f"{PROG}: -{opt} {text}: {what} (a numeric id up to {LARGEST_ID} "
                       f"is needed); write -{opt} $({ID_COMMAND[opt]} {user}), or run "
                       f"envuidgid {user} {PROG} -U ..."], False)

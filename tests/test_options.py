@@ -143,6 +143,6 @@ def test_quiet_silences_only_errors_after_the_options():
 def test_never_raises_anything_but_usage(argv):
     try:
         opts = parse_args(argv)
-    except UsageError:
+    except (UsageError, InfoRequested):     # InfoRequested: --help, --version
         return
     assert isinstance(opts, Options) and len(opts.program) >= 1
