@@ -20,6 +20,7 @@ PROG = "tcpserver"
 USAGE = ("tcpserver: usage: tcpserver [ -1UXpPhHrRoOdDqQv46 ] [ -c limit ] "
          "[ -x rules.cdb ] [ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] "
          "[ -l localname ] [ -t timeout ] [ -C perip ] [ -M message ] "
+         "[ --ipv4 ] [ --ipv6 ] [ --per-ip-limit perip ] [ --per-ip-message message ] "
          "[ --help ] [ --version ] host port program")
 
 

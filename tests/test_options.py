@@ -93,8 +93,9 @@ def test_long_options_for_the_extensions():
 
 
 def test_usage_lists_the_extensions():
-    for word in ("46 ]", "[ -C perip ]", "[ -M message ]", "--help"):
-        assert word in USAGE
+    for word in ("46 ]", "[ -C perip ]", "[ -M message ]", "--help", "--version",
+                 *LONG_FLAG_FIELDS, *LONG_ARGUMENT_FIELDS):
+        assert word in USAGE, word
 
 
 def test_help_lists_every_option():
