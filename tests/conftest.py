@@ -12,6 +12,12 @@ import shutil
 import sys
 
 import pytest
+from hypothesis import settings
+
+# Property tests check behaviour, never speed: the machines are shared and
+# noisy, so hypothesis's per-example deadline (a timed assertion) is off.
+settings.register_profile("project", deadline=None)
+settings.load_profile("project")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VENV_BIN = pathlib.Path(sys.executable).parent
