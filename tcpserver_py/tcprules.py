@@ -3,11 +3,12 @@
     tcprules rules.cdb rules.tmp < rules.txt
     tcprules --check < rules.txt
 
-The temporary file is created before any input is read, records are
-streamed into it, and only a complete, fsync'ed file is renamed over
-rules.cdb: on any failure the old cdb is untouched (the temporary file may
-be left behind, as with the original).  Exit 100 on usage and parse errors,
-111 on I/O errors, 0 otherwise; warnings never change the exit code.
+The temporary file is created before any input is read (exclusively, never
+through a symbolic link, mode 0644), records are streamed into it, and only
+a complete, fsync'ed file is renamed over rules.cdb: on any failure the old
+cdb is untouched and the temporary file removed.  Exit 100 on usage and
+parse errors, 111 on I/O errors, 0 otherwise; warnings never change the
+exit code.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ MAX_WARNINGS = 100
 # Python (about 0.3 s per million keys): done for files up to this many
 # records, and always by --check.
 COVER_LIMIT = 100_000
+MODE = 0o644  # of every cdb written, whatever the umask or the old cdb's mode
 
 
 class Fatal(Exception):
@@ -74,10 +76,37 @@ def _errtext(exc: OSError) -> str:
 
 
 def _create(path: str) -> int:
+    """Create the temporary file, ours alone: O_EXCL refuses a file already
+    there (another tcprules at work, a leftover, or a file planted by someone
+    who may write the directory) and, with O_NOFOLLOW, a symbolic link, which
+    would otherwise decide where root's cdb is written and who owns it.  The
+    mode is set explicitly, so the cdb is 0644 whatever the umask."""
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o644)
     except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            what = "a symbolic link" if os.path.islink(path) else "a file"
+            raise Fatal(TEMPORARY, f"unable to create {path}: {what} is already there "
+                                   f"(another tcprules running, or left over: remove it "
+                                   f"and run again)") from None
         raise Fatal(TEMPORARY, f"unable to create {path}: {_errtext(exc)}") from None
+    try:
+        os.fchmod(fd, MODE)
+    except OSError as exc:
+        os.close(fd)
+        _remove(path)
+        raise Fatal(TEMPORARY, f"unable to set the mode of {path}: {_errtext(exc)}") from None
+    return fd
+
+
+def _remove(path: str) -> None:
+    """Remove our own temporary file after a failure: left behind, it would
+    make the next run refuse (O_EXCL)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _stream(maker, warn: Warnings, tmp_name: str) -> Compiler:
@@ -169,28 +198,36 @@ def _stdin_is_open() -> None:
 def compile_to(cdb_path: str, tmp_path: str) -> None:
     _stdin_is_open()
     fd = _create(tmp_path)
+    owned = [True]  # tmp_path names a file this run created exclusively
 
     def reopen() -> int:
         # The first cdb stays readable through its open fd while a new
         # file takes the name.
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
-        return _create(tmp_path)
+        owned[0] = False
+        _remove(tmp_path)
+        new_fd = _create(tmp_path)
+        owned[0] = True
+        return new_fd
 
-    fd, _, warn = build(fd, tmp_path, reopen)
     try:
-        os.fsync(fd)
-        os.close(fd)
-    except OSError as exc:
-        raise Fatal(TEMPORARY, f"unable to write to {tmp_path}: {_errtext(exc)}") from None
-    warn.close()
-    try:
-        os.rename(tmp_path, cdb_path)
-    except OSError as exc:
-        raise Fatal(TEMPORARY, f"unable to move {tmp_path} to {cdb_path}: "
-                               f"{_errtext(exc)}") from None
+        fd, _, warn = build(fd, tmp_path, reopen)
+        try:
+            os.fsync(fd)
+            os.close(fd)
+        except OSError as exc:
+            raise Fatal(TEMPORARY, f"unable to write to {tmp_path}: "
+                                   f"{_errtext(exc)}") from None
+        warn.close()
+        try:
+            os.rename(tmp_path, cdb_path)
+        except OSError as exc:
+            raise Fatal(TEMPORARY, f"unable to move {tmp_path} to {cdb_path}: "
+                                   f"{_errtext(exc)}") from None
+    except BaseException:
+        # Left behind, our partial file would make the next run refuse.
+        if owned[0]:
+            _remove(tmp_path)
+        raise
 
 
 def check() -> None:

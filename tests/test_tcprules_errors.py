@@ -134,11 +134,53 @@ def test_tmp_on_another_filesystem(installed, tmp_path):
             os.unlink(tmp)
 
 
-def test_parse_error_leaves_tmp_like_the_original(installed, tmp_path):
+def test_parse_error_removes_our_tmp(installed, tmp_path):
+    # The original leaves the partial file; ours would then block the next
+    # run (the file is created exclusively), so it goes.
     tmp = tmp_path / "left.tmp"
     proc = run([installed, tmp], b"1.2.3.4:allow\n1.2.3.4:bogus\n")
     assert proc.returncode == 100
-    assert tmp.exists()  # partial, as the original leaves it
+    assert not tmp.exists()
+    again = run([installed, tmp], b"1.2.3.4:allow\n")
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "leftover file"])
+def test_something_at_the_tmp_path_is_refused(kind, installed, tmp_path):
+    # The C tcprules opens TMP with O_TRUNC and follows links: whoever may
+    # write the directory decides where root's cdb is written and who owns it.
+    before = installed.read_bytes()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    tmp = tmp_path / "rules.tmp"
+    if kind == "symlink":
+        tmp.symlink_to(victim)
+    elif kind == "dangling symlink":
+        tmp.symlink_to(tmp_path / "elsewhere")
+    else:
+        tmp.write_bytes(b"left over\n")
+    proc = run([installed, tmp], b"10.:deny\n:allow\n")
+    what = "a file" if kind == "leftover file" else "a symbolic link"
+    assert_one_fatal_line(proc, 111, f"tcprules: fatal: unable to create {tmp}: "
+                                     f"{what} is already there")
+    assert installed.read_bytes() == before
+    assert victim.read_bytes() == b"precious\n"
+    assert not (tmp_path / "elsewhere").exists()
+    assert tmp.is_symlink() == (kind != "leftover file")
+
+
+def test_new_cdb_mode_is_0644_whatever_was_there(installed, tmp_path):
+    installed.chmod(0o600)
+    proc = subprocess.run([our_program("tcprules"), str(installed), str(tmp_path / "r.tmp")],
+                          input=b"10.:deny\n", capture_output=True, timeout=60,
+                          preexec_fn=lambda: os.umask(0o077))
+    assert proc.returncode == 0, proc.stderr
+    assert oct(installed.stat().st_mode & 0o7777) == oct(0o644)
+    proc = subprocess.run([our_program("tcprules"), str(installed), str(tmp_path / "r.tmp")],
+                          input=b"10.:deny\n", capture_output=True, timeout=60,
+                          preexec_fn=lambda: os.umask(0o000))
+    assert proc.returncode == 0, proc.stderr
+    assert oct(installed.stat().st_mode & 0o7777) == oct(0o644)
 
 
 def test_closed_stdin(installed, tmp_path):
