@@ -10,7 +10,7 @@ def relative_rules_cdbs():
     found = []
     for doc in sorted((ROOT / "docs").glob("*.md")):
         for path in re.findall(r"-x\s+(\S+\.cdb)", doc.read_text()):
-            if not path.startswith(("/", "$")):
+            if "/" in path and not path.startswith(("/", "$")):  # not a bare name
                 found.append((doc.name, path))
     return found
 
