@@ -303,7 +303,8 @@ def test_compiler_records_lines_and_wide_rules():
     assert lines[:3] == [2, 4, 4] and lines[128] == 4
     assert lines[129:] == [5, 6, 6, 6, 8, 9, 10]
     assert compiler.linemap.records_of(130, len(records)) == 3
-    assert [n for n, _ in warnings] == [7, 8]
+    assert [n for n, _ in warnings] == [4, 7, 8]
+    assert "IPv4 CIDR block, an extension" in warnings[0][1]
 
 
 LINE_ADDRESSES = [b"1.2.3.4", b"1.2.3.", b"", b"1.2.3.1-3", b"1.2.3.5-3", b"10.0.0.0/9",

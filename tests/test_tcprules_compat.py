@@ -150,6 +150,34 @@ def test_fake_cidr_is_the_one_deliberate_difference(tmp_path):
     assert dump(py_cdb, tmp_path) == b"+3,2:10.->D\0\n\n"
 
 
+def test_fake_cidr_line_is_named_in_a_warning(tmp_path):
+    # A dead line under the C tcprules comes alive here: say so, naming the
+    # line, and that recompiling with the C tcprules kills it again.
+    source = b"# relays\n127.:allow\n192.168.0.0/16:allow,RELAYCLIENT=\"\"\n:allow\n"
+    (theirs, c_cdb), (ours, py_cdb) = both(source, tmp_path)
+    assert theirs.returncode == ours.returncode == 0
+    assert theirs.stderr == b""
+    lines = ours.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("tcprules: warning: line 3: 192.168.0.0/16 is an IPv4 CIDR "
+                               "block, an extension: the C tcprules stores it as a literal "
+                               "key that never matches")
+    assert "recompiling the file with the C tcprules silently disables it" in lines[0]
+    assert b"192.168.0.0/16" in dump(c_cdb, tmp_path)  # the dead literal key
+
+
+@pytest.mark.parametrize("line", [b"1.2.3.4 :deny", b"1.2.3.4\t:deny", b"1.2.3. :deny",
+                                  b"=mail.example.com :allow", b"joe@1.2.3.4 \t:deny",
+                                  b"1.2.3.4  :allow,X=\"1\""])
+def test_blank_before_the_colon_warns_and_stays_identical(line, tmp_path):
+    (theirs, c_cdb), (ours, py_cdb) = both(b"5.6.7.8:allow\n" + line + b"\n", tmp_path)
+    assert theirs.returncode == ours.returncode == 0
+    assert py_cdb == c_cdb
+    address = line.partition(b":")[0].decode().replace("\t", "\\t")
+    assert ours.stderr.decode() == (f'tcprules: warning: line 2: address "{address}" '
+                                    "ends with a blank, so the key never matches\n")
+
+
 # Vanilla rule lines built from the pieces that matter to the parser.
 ADDRESS_PARTS = st.sampled_from([b"1", b"2", b"10", b"255", b"300", b".", b"-", b"=",
                                  b"@", b"joe", b"a", b" ", b"\xff", b"#", b"04"])

@@ -249,13 +249,40 @@ def ipv6_address(addr: bytes) -> Keys:
 
 def address_keys(addr: bytes) -> Keys:
     """Keys for an address found before the first colon (vanilla split)."""
+    keys = _vanilla_split_keys(addr)
+    if addr.endswith((b" ", b"\t")):
+        # The original keeps the blank in the key, as we do (byte-identical
+        # cdb): no client address or name ever ends with one.
+        keys.note = _also(keys.note, f"address \"{_shown(addr)}\" ends with a blank, "
+                                     "so the key never matches")
+    return keys
+
+
+def _also(note: str | None, more: str) -> str:
+    return more if note is None else f"{note}; {more}"
+
+
+def _shown(addr: bytes) -> str:
+    return addr.decode("ascii", "backslashreplace").replace("\t", "\\t")
+
+
+def _vanilla_split_keys(addr: bytes) -> Keys:
     if b"=" in addr or b"@" in addr:
         if b"@" in addr and b"=" not in addr and b"/" in addr:
             return Keys((addr,), note="user@ with a CIDR block never matches "
                                       "(the lookup tries user@ only with the full address)")
         return Keys((addr,))
     if b"/" in addr:
-        return ipv4_cidr(addr)
+        keys = ipv4_cidr(addr)
+        # The one line the original reads differently yet accepts: a dead
+        # rule there comes alive here, and dies again, without a word, when
+        # the file is compiled with the C tcprules.
+        keys.note = _also(keys.note, f"{_shown(addr)} is an IPv4 CIDR block, an extension: "
+                                     "the C tcprules stores it as a literal key that "
+                                     "never matches, so this rule takes effect only when "
+                                     "compiled by this tcprules (recompiling the file "
+                                     "with the C tcprules silently disables it)")
+        return keys
     if b"-" in addr:
         return Keys(expand_range(addr), _vanilla_prefixlen(addr))
     return Keys((addr,), _vanilla_prefixlen(addr))
