@@ -2,6 +2,7 @@
 
     tcprules rules.cdb rules.tmp < rules.txt
     tcprules --check < rules.txt
+    tcprules --help | --version
 
 The temporary file is created before any input is read (exclusively, never
 through a symbolic link, mode 0644), records are streamed into it, and only
@@ -20,6 +21,7 @@ import sys
 
 import cdbx
 
+from . import VERSION_LINE
 from .errstr import error_str
 from .exitcodes import BUG, PERMANENT, TEMPORARY
 from .rules.compiler import CompileError, Compiler
@@ -28,7 +30,25 @@ from .rules.cover import covered_prefixes, prefix_keys
 from .rules.shadow import first_lines, resolve
 
 PROG = "tcprules"
-USAGE = "tcprules: usage: tcprules rules.cdb rules.tmp"
+USAGE = "tcprules: usage: tcprules rules.cdb rules.tmp"  # the original's, byte for byte
+HELP = """\
+usage: tcprules rules.cdb rules.tmp < rules.txt
+       tcprules --check < rules.txt
+       tcprules --help | --version
+
+Compiles rule lines (ADDRESS:allow or ADDRESS:deny, then ,NAME="value" pairs)
+into rules.cdb for tcpserver -x and tcp-env -x, through rules.tmp, which must
+not exist (it is created exclusively, never through a symbolic link) and is
+renamed over rules.cdb (mode 0644) only when complete.
+
+Extensions to ucspi-tcp's tcprules:
+  10.0.0.0/9           IPv4 CIDR blocks (compiled into prefix keys)
+  2001:db8::1          IPv6 hosts; 2001:db8::/32, IPv6 blocks; ::ffff:a.b.c.d
+  --check              parse and report only, write nothing
+  warnings             for lines ignored or read differently by the original
+
+Exit 0, 100 on usage and parse errors, 111 on I/O errors.  See tcprules(1).
+"""
 READ_SIZE = 1 << 16  # at most MAX_LINE, so Compiler.feed checks one line per chunk
 MAX_WARNINGS = 100
 # Finding prefix rules covered by longer keys takes a pass over every key in
@@ -69,6 +89,11 @@ def _say(text: str) -> None:
         sys.stderr.flush()
     except (AttributeError, OSError, ValueError):
         pass  # no usable stderr: the exit code still tells
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _errtext(exc: OSError) -> str:
@@ -250,7 +275,11 @@ def main() -> None:
     args = sys.argv[1:]
     gc.disable()  # short-lived, no reference cycles: skip scanning 1M objects
     try:
-        if args[:1] == ["--check"]:
+        if args[:1] == ["--help"]:
+            _print(HELP)
+        elif args[:1] == ["--version"]:
+            _print(VERSION_LINE)
+        elif args[:1] == ["--check"]:
             check()
         elif len(args) < 2:
             _say(USAGE)

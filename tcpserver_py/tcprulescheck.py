@@ -1,6 +1,7 @@
 """tcprulescheck: show which rule of a cdb applies to a client.
 
     tcprulescheck rules.cdb [address]
+    tcprulescheck --help | --version
 
 Reads TCPREMOTEIP (default 0.0.0.0), TCPREMOTEHOST and TCPREMOTEINFO from
 the environment, as ucspi-tcp 0.88 does, and prints exactly what it prints:
@@ -19,11 +20,28 @@ import sys
 
 import cdbx
 
+from . import VERSION_LINE
 from .errstr import error_str
 from .exitcodes import PERMANENT, TEMPORARY
 from .rules.keys import candidate_keys, canonical_ip, raw_items, text_candidate_keys
 
-USAGE = "tcprulescheck: usage: tcprulescheck rules.cdb"
+USAGE = "tcprulescheck: usage: tcprulescheck rules.cdb"  # the original's
+HELP = """\
+usage: tcprulescheck rules.cdb [address]
+       tcprulescheck --help | --version
+
+Shows which rule of rules.cdb applies to a client, as tcpserver -x would
+apply it: the address is TCPREMOTEIP (default 0.0.0.0), with TCPREMOTEHOST
+and TCPREMOTEINFO for name and ident rules, all from the environment.
+
+Extensions to ucspi-tcp's tcprulescheck:
+  address              given as an argument, replaces TCPREMOTEIP
+  IPv6 addresses       looked up with the IPv6 keys tcprules writes;
+                       ::ffff:a.b.c.d with the IPv4 ones
+
+Exit 0 (allow or deny), 100 on usage errors, 111 when rules.cdb cannot be
+read.  See tcprulescheck(1).
+"""
 
 
 def lookup_keys(ip: bytes, host: bytes | None, info: bytes | None):
@@ -69,6 +87,10 @@ def check(path: str, ip: bytes, host: bytes | None, info: bytes | None) -> bytes
 
 def main() -> None:
     args = sys.argv[1:]
+    if args[:1] in (["--help"], ["--version"]):
+        sys.stdout.write(HELP if args[0] == "--help" else VERSION_LINE)
+        sys.stdout.flush()
+        sys.exit(0)
     if not args:
         sys.stderr.write(USAGE + "\n")
         sys.exit(PERMANENT)
