@@ -5,38 +5,57 @@ BIN := $(VENV)/bin
 PORT ?= 2525
 VAR := $(CURDIR)/var
 
-.PHONY: install test run rules bench clean
+# Every program: name:module (main() is called); tools/launchers.py writes a
+# plain launcher for each into the bin directory.
+PROGRAMS := smtpd-child:smtpd_child.main tcp-env:tcpserver_py.tcpenv \
+    tcprules:tcpserver_py.tcprules tcprulescheck:tcpserver_py.tcprulescheck \
+    tcpserver:tcpserver_py.tcpserver smtpd-spool:smtpd_child.spoolcli \
+    smtpd-checkpassword:smtpd_child.passwords.program \
+    relay-ctrl-allow:smtpd_child.relayctrl.allow \
+    relay-ctrl-check:smtpd_child.relayctrl.check \
+    relay-ctrl-age:smtpd_child.relayctrl.age
 
+# make install PREFIX=/opt/tcpserver-py: a production install (docs/install.md)
+# instead of the .venv of this checkout.
+PREFIX ?=
+DEST = $(abspath $(PREFIX))
+LIBDIR = $(DEST)/lib/tcpserver-py
+MANDIR = $(DEST)/share/man/man1
+
+.PHONY: install install-prefix test run rules bench clean
+
+ifeq ($(strip $(PREFIX)),)
 install: $(VENV)/.installed
+else
+install: install-prefix
+endif
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml tools/launchers.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
-	@# pip's console-script wrappers import re (about 7 ms) only to tidy
-	@# argv[0]: every program gets a plain launcher instead (smtpd-child and
-	@# tcp-env start once per connection, tcprules on every rules change).
-	@for entry in smtpd-child:smtpd_child.main tcp-env:tcpserver_py.tcpenv \
-	        tcprulescheck:tcpserver_py.tcprulescheck \
-	        tcpserver:tcpserver_py.tcpserver smtpd-spool:smtpd_child.spoolcli \
-	        smtpd-checkpassword:smtpd_child.passwords.program \
-	        relay-ctrl-allow:smtpd_child.relayctrl.allow \
-	        relay-ctrl-check:smtpd_child.relayctrl.check \
-	        relay-ctrl-age:smtpd_child.relayctrl.age; do \
-	    printf '#!%s\nimport sys\nfrom %s import main\nsys.exit(main())\n' \
-	        "$(abspath $(BIN))/python" "$${entry#*:}" > $(BIN)/$${entry%%:*}; \
-	done
-	@# CPython will not even start with a directory as standard input
-	@# ("Fatal Python error"): tcprules, which reads it, answers as the C
-	@# tcprules does, from a shell launcher (about 1 ms).
-	@printf '%s\n' '#!/bin/sh' 'if [ -d /dev/stdin ]; then' \
-	    '    echo "tcprules: fatal: unable to read input: is a directory" >&2' \
-	    '    exit 111' 'fi' \
-	    'exec $(abspath $(BIN))/python -P -c "import sys; from tcpserver_py.tcprules import main; sys.exit(main())" "$$@"' \
-	    > $(BIN)/tcprules
+	$(BIN)/python tools/launchers.py $(abspath $(BIN)) $(abspath $(BIN))/python $(PROGRAMS)
 	@# Bytecode is written here, once: the programs never need to write it
 	@# (PYTHONDONTWRITEBYTECODE may be set, or the checkout read-only).
 	$(BIN)/python -m compileall -q tcpserver_py smtpd_child
 	touch $@
+
+# A virtualenv under $(PREFIX)/lib/tcpserver-py that any user can read (the
+# programs run as -u/-g service users), launchers in $(PREFIX)/bin, manual
+# pages in $(PREFIX)/share/man/man1.  Refused when the interpreter itself is
+# not readable by other users (a pyenv under /root, say): PYTHON=/usr/bin/python3.
+install-prefix:
+	@test -n "$(strip $(PREFIX))" || { echo "make install-prefix: set PREFIX=/opt/tcpserver-py" >&2; exit 100; }
+	$(PYTHON) tools/install_check.py interpreter
+	umask 022 && $(PYTHON) -m venv $(LIBDIR)
+	umask 022 && $(LIBDIR)/bin/pip uninstall -q -y tcpserver-py >/dev/null 2>&1; \
+	    umask 022 && $(LIBDIR)/bin/pip install -q .
+	umask 022 && $(LIBDIR)/bin/python -m compileall -q $(LIBDIR)/lib
+	umask 022 && $(LIBDIR)/bin/python tools/launchers.py $(DEST)/bin $(LIBDIR)/bin/python $(PROGRAMS)
+	umask 022 && mkdir -p $(MANDIR) && for page in docs/man/*.1; do \
+	    install -m 0644 "$$page" $(MANDIR)/ || exit 1; done
+	chmod -R a+rX $(LIBDIR)
+	$(LIBDIR)/bin/python tools/install_check.py tree $(LIBDIR) $(DEST)/bin $(MANDIR)
+	@echo "installed: programs in $(DEST)/bin, manual pages in $(MANDIR)"
 
 test: install
 	$(BIN)/python -m pytest -q tests

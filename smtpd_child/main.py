@@ -38,6 +38,19 @@ def log(message: str) -> None:
         pass
 
 
+NOMEM_LINE = (b"smtpd-child: out of memory, answered 421: is the memory limit "
+              b"(softlimit -m) too low?\n")
+
+
+def log_nomem() -> None:
+    """A line for the administrator beside the client's 421; a constant,
+    as formatting may itself fail now."""
+    try:
+        os.write(2, NOMEM_LINE)
+    except Exception:
+        pass
+
+
 class Finished(Exception):
     def __init__(self, code):
         self.code = code
@@ -115,6 +128,7 @@ class Driver:
         except Finished as finished:
             code = finished.code
         except MemoryError:
+            log_nomem()
             self.output.add(replies.OUT_OF_MEMORY)      # qmail's die_nomem()
             code = 1
         except Exception as e:       # a bug: one log line and a 421, never a traceback
@@ -223,6 +237,7 @@ def main() -> None:
         settings = config.load(clock=clock, auth_checker=checker is not None)
         os.chdir(settings.qmailhome)            # as qmail-smtpd: relative paths are under it
     except MemoryError:
+        log_nomem()
         output.add(replies.OUT_OF_MEMORY)
         _exit(output, 1)
     except (config.ControlsUnreadable, OSError) as e:
