@@ -118,7 +118,7 @@ def probe(argv: list[str], home: pathlib.Path, timeout: float = 20.0
             if not port_line:
                 code = proc.wait(timeout)
             else:
-                _wait_for(log, b"tcpserver: end ", timeout)
+                wait_for(log, b"tcpserver: end ", timeout)
         finally:
             for signum in (signal.SIGTERM, signal.SIGKILL):
                 try:
@@ -135,7 +135,7 @@ def probe(argv: list[str], home: pathlib.Path, timeout: float = 20.0
         return ok, code, log.read()
 
 
-def _wait_for(log, text: bytes, timeout: float) -> None:
+def wait_for(log, text: bytes, timeout: float) -> None:
     """Until `text` is in the log file (tcpserver -v logs each child's end)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -25,3 +25,40 @@ def test_relative_cdb_paths_are_what_make_rules_writes():
         match = re.fullmatch(r"var/rules/([^/]+)\.cdb", path)
         assert match, f"{doc}: {path} is not where make rules writes a cdb"
         assert (ROOT / "rules" / f"{match.group(1)}.rules").exists(), (doc, path)
+
+
+def makefile_programs():
+    text = (ROOT / "Makefile").read_text()
+    entries = re.search(r"^PROGRAMS := (.*?)(?<!\\)$", text, re.M | re.S).group(1)
+    return sorted(entry.partition(":")[0] for entry in entries.replace("\\\n", " ").split())
+
+
+def test_examples_name_installed_programs_and_enough_memory():
+    from tools.launchers import ADVISED_LIMIT
+    programs = set(makefile_programs())
+    texts = {path: path.read_text() for path in
+             [ROOT / "examples" / "smtpd" / "run", ROOT / "examples" / "xinetd.smtp",
+              ROOT / "docs" / "install.md", ROOT / "docs" / "tcpserver.md"]}
+    for path, text in texts.items():
+        named = re.findall(r"/opt/tcpserver-py/bin/([\w-]+)", text)
+        assert named, path
+        assert set(named) <= programs, (path, named)
+    run = texts[ROOT / "examples" / "smtpd" / "run"]
+    assert f" softlimit -m {ADVISED_LIMIT} " in run and "exec env -i PATH=" in run
+    assert "rlimit_as   = 32M" in texts[ROOT / "examples" / "xinetd.smtp"]
+    assert 32 * 1024 * 1024 >= ADVISED_LIMIT
+
+
+def test_every_program_has_a_manual_page_that_renders_cleanly():
+    import shutil
+    import subprocess
+    pages = {page.stem: page for page in (ROOT / "docs" / "man").glob("*.1")}
+    assert set(makefile_programs()) <= set(pages)
+    groff = shutil.which("groff")
+    for name, page in pages.items():
+        text = page.read_text()
+        assert text.startswith(f".TH {name.upper()} 1 "), name
+        if groff:
+            proc = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-z", str(page)],
+                                  capture_output=True, timeout=60)
+            assert proc.returncode == 0 and proc.stderr == b"", (name, proc.stderr)
