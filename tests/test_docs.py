@@ -34,7 +34,7 @@ def makefile_programs():
 
 
 def test_examples_name_installed_programs_and_enough_memory():
-    from tools.launchers import ADVISED_LIMIT
+    from tcpserver_py.launch import ADVISED_LIMIT
     programs = set(makefile_programs())
     texts = {path: path.read_text() for path in
              [ROOT / "examples" / "smtpd" / "run", ROOT / "examples" / "xinetd.smtp",

@@ -17,7 +17,7 @@ import pytest
 from bench.memory_floor import session, spooled, wait_for
 from conftest import ROOT, peer_program
 from tools.install_check import blocked
-from tools.launchers import ADVISED_LIMIT
+from tcpserver_py.launch import ADVISED_LIMIT
 
 PROGRAMS = re.search(r"^PROGRAMS := (.*?)(?<!\\)$", (ROOT / "Makefile").read_text(),
                      re.M | re.S).group(1).replace("\\\n", " ").split()

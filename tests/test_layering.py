@@ -47,7 +47,7 @@ FORBIDDEN_IN_PURE = {"os", "sys", "socket", "signal", "select", "subprocess",
 EDGE_MODULES = {
     "tcpserver_py/tcprules.py", "tcpserver_py/tcprulescheck.py",
     "tcpserver_py/tcpserver.py", "tcpserver_py/tcpenv.py",
-    "tcpserver_py/__main__.py",
+    "tcpserver_py/__main__.py", "tcpserver_py/launch.py",
     "smtpd_child/main.py", "smtpd_child/config.py", "smtpd_child/spoolcli.py",
     "smtpd_child/setup_local.py", "smtpd_child/__main__.py",
     "smtpd_child/passwords/program.py", "smtpd_child/relayctrl/allow.py",

@@ -10,7 +10,7 @@ import pytest
 
 from bench.memory_floor import STEP, command, floor, probe, setup
 from conftest import VENV_BIN, peer_program
-from tools.launchers import ADVISED_LIMIT
+from tcpserver_py.launch import ADVISED_LIMIT
 
 TOO_LOW = re.compile(r"(tcpserver|tcp-env|smtpd-child): fatal: out of memory: the address "
                      r"space limit \(softlimit -m\) of (\d+) bytes is too low; "
@@ -56,3 +56,44 @@ def test_just_below_the_floor_says_memory_is_too_low(case, tmp_path):
     assert ended == [str(111 << 8)], err
     assert len(ours) == 1 and TOO_LOW.fullmatch(ours[0]), err
     assert ours[0].startswith(f"{case}: ") and f" of {limit} bytes " in ours[0]
+
+
+def test_limits_are_read_as_softlimit_sets_them():
+    from tcpserver_py.launch import memory_limit, out_of_memory, too_low_line
+    limits = (b"Limit                     Soft Limit           Hard Limit           Units\n"
+              b"Max data size             16000000             unlimited            bytes\n"
+              b"Max address space         17000000             unlimited            bytes\n")
+    assert memory_limit(limits) == 16000000
+    assert memory_limit(limits.replace(b"16000000 ", b"unlimited")) == 17000000
+    assert memory_limit(b"") is None
+    assert out_of_memory(MemoryError(), None)
+    assert out_of_memory(OSError(12, "Cannot allocate memory"), None)
+    assert out_of_memory(ImportError("failed to map segment"), 16000000)
+    assert not out_of_memory(ImportError("No module named x"), None)
+    assert not out_of_memory(ValueError(), 16000000)
+    assert too_low_line(b"tcp-env", None) == b"tcp-env: fatal: out of memory\n"
+
+
+@pytest.mark.timeout(60)
+def test_silent_on_the_clients_connection():
+    # Under inetd fds 0, 1 and 2 are the client's socket: tcp-env, like
+    # qmail's, must not write its complaint there; with stderr elsewhere it does.
+    import socket
+    import subprocess
+    softlimit = peer_program("/usr/bin/softlimit")
+    argv = [softlimit, "-m", "15000000", str(VENV_BIN / "tcp-env"), "-HR", "/bin/true"]
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        elsewhere = subprocess.run(argv, stdin=ours, stdout=ours,
+                                   stderr=subprocess.PIPE, timeout=30)
+        if not TOO_LOW.fullmatch(elsewhere.stderr.decode().strip()):
+            reason = (f"tcp-env starts under 15000000 bytes with this interpreter "
+                      f"({elsewhere.stderr[-200:]!r})")
+            print(f"SKIP: {reason}")
+            pytest.skip(reason)
+        assert elsewhere.returncode == 111
+        inetd = subprocess.run(argv, stdin=ours, stdout=ours, stderr=ours, timeout=30)
+        assert inetd.returncode == 111
+        ours.close()
+        theirs.settimeout(5)
+        assert theirs.recv(1000) == b""

@@ -1,0 +1,84 @@
+"""Start a program for its launcher (edge).
+
+The launchers `make install` writes (tools/launchers.py) are two lines:
+`from tcpserver_py.launch import run` and `run(b"NAME", "package.module")`.
+This module is imported first, while memory is plentiful, so that a start-up
+failure under an address-space limit too low for Python (a module that
+cannot be mapped, a MemoryError) still ends with one line on stderr and exit
+111, instead of a traceback that supervise would repeat every second.  Under
+inetd stderr may be the client's connection: nothing is written there.
+"""
+
+import os
+import sys
+
+# The limit the example run scripts use (docs/install.md: the floor measured
+# with `python -m bench.memory_floor` is about 17 MB with Python 3.11).
+ADVISED_LIMIT = 32000000
+ENOMEM = 12
+
+
+def _read_limits() -> bytes:
+    """/proc/self/limits, read before anything can run out of memory."""
+    try:
+        fd = os.open("/proc/self/limits", os.O_RDONLY)
+        try:
+            return os.read(fd, 8192)
+        finally:
+            os.close(fd)
+    except OSError:
+        return b""
+
+
+def memory_limit(limits: bytes) -> int | None:
+    """The lower of the address-space and data soft limits; None when
+    neither is set."""
+    found = []
+    for line in limits.split(b"\n"):
+        if line.startswith((b"Max address space", b"Max data size")):
+            soft = line.split()[3]
+            if soft.isdigit():
+                found.append(int(soft))
+    return min(found) if found else None
+
+
+def out_of_memory(exc: BaseException, limit: int | None) -> bool:
+    """A MemoryError or ENOMEM always is; under a limit, so is a module that
+    cannot be mapped (ImportError, or SystemError from a half-built object).
+    Anything else is a broken installation: the traceback says where."""
+    if isinstance(exc, MemoryError) or getattr(exc, "errno", None) == ENOMEM:
+        return True
+    return limit is not None and isinstance(exc, (ImportError, SystemError))
+
+
+def too_low_line(name: bytes, limit: int | None) -> bytes:
+    if limit is None:
+        return b"%s: fatal: out of memory\n" % name
+    return (b"%s: fatal: out of memory: the address space limit (softlimit -m) of %d "
+            b"bytes is too low; allow %d or more\n" % (name, limit, ADVISED_LIMIT))
+
+
+def _too_low(name: bytes, limits: bytes) -> None:
+    try:
+        err, inp = os.fstat(2), os.fstat(0)
+        # Never onto the connection of a client (inetd gives it fds 0, 1, 2).
+        if (err.st_dev, err.st_ino) != (inp.st_dev, inp.st_ino):
+            os.write(2, too_low_line(name, memory_limit(limits)))
+    except Exception:
+        pass
+    os._exit(111)
+
+
+def run(name: bytes, module: str) -> None:
+    """Import `module` and exit with what its main() returns."""
+    limits = _read_limits()
+    try:
+        main = __import__(module, fromlist=("main",)).main
+    except Exception as exc:
+        if out_of_memory(exc, memory_limit(limits)):
+            _too_low(name, limits)
+        raise
+    try:
+        sys.exit(main())
+    except MemoryError:
+        _too_low(name, limits)
