@@ -47,8 +47,7 @@ install-prefix:
 	@test -n "$(strip $(PREFIX))" || { echo "make install-prefix: set PREFIX=/opt/tcpserver-py" >&2; exit 100; }
 	$(PYTHON) tools/install_check.py interpreter
 	umask 022 && $(PYTHON) -m venv $(LIBDIR)
-	umask 022 && $(LIBDIR)/bin/pip uninstall -q -y tcpserver-py >/dev/null 2>&1; \
-	    umask 022 && $(LIBDIR)/bin/pip install -q .
+	umask 022 && $(LIBDIR)/bin/pip install -q .
 	umask 022 && $(LIBDIR)/bin/python -m compileall -q $(LIBDIR)/lib
 	umask 022 && $(LIBDIR)/bin/python tools/launchers.py $(DEST)/bin $(LIBDIR)/bin/python $(PROGRAMS)
 	umask 022 && mkdir -p $(MANDIR) && for page in docs/man/*.1; do \

@@ -48,6 +48,8 @@ def out_of_memory(exc: BaseException, limit: int | None) -> bool:
     Anything else is a broken installation: the traceback says where."""
     if isinstance(exc, MemoryError) or getattr(exc, "errno", None) == ENOMEM:
         return True
+    if isinstance(exc, ModuleNotFoundError):
+        return False  # a file missing (an upgrade half done), not memory
     return limit is not None and isinstance(exc, (ImportError, SystemError))
 
 

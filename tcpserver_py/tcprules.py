@@ -111,7 +111,8 @@ def _create(path: str) -> int:
                      | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.EEXIST:
-            what = "a symbolic link" if os.path.islink(path) else "a file"
+            what = ("a symbolic link" if os.path.islink(path) else
+                    "a directory" if os.path.isdir(path) else "a file")
             raise Fatal(TEMPORARY, f"unable to create {path}: {what} is already there "
                                    f"(another tcprules running, or left over: remove it "
                                    f"and run again)") from None

@@ -70,6 +70,7 @@ def test_limits_are_read_as_softlimit_sets_them():
     assert out_of_memory(OSError(12, "Cannot allocate memory"), None)
     assert out_of_memory(ImportError("failed to map segment"), 16000000)
     assert not out_of_memory(ImportError("No module named x"), None)
+    assert not out_of_memory(ModuleNotFoundError("No module named x"), 16000000)
     assert not out_of_memory(ValueError(), 16000000)
     assert too_low_line(b"tcp-env", None) == b"tcp-env: fatal: out of memory\n"
 
