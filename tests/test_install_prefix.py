@@ -28,8 +28,9 @@ def readable_interpreter():
     for python in (sys._base_executable, "/usr/bin/python3"):
         if not python or not os.path.exists(python):
             continue
-        check = subprocess.run([python, "-c", "import sys; "
-                                "sys.exit(sys.version_info < (3, 11))"], timeout=60)
+        check = subprocess.run([python, "-c", "import sys, venv, ensurepip; "
+                                "sys.exit(sys.version_info < (3, 11))"],
+                               capture_output=True, timeout=60)
         ok = subprocess.run([python, str(ROOT / "tools" / "install_check.py"), "interpreter"],
                             capture_output=True, timeout=60)
         if check.returncode == 0 and ok.returncode == 0:
@@ -67,7 +68,8 @@ def test_prefix_install_serves_smtp_as_nobody(prefix):
         pytest.skip(reason)
     python = readable_interpreter()
     if python is None:
-        reason = "no Python 3.11+ readable by other users (tried this one and /usr/bin/python3)"
+        reason = ("no Python 3.11+ with venv and ensurepip readable by other users "
+                  "(tried this one and /usr/bin/python3)")
         print(f"SKIP: {reason}")
         pytest.skip(reason)
     softlimit = peer_program("/usr/bin/softlimit")
