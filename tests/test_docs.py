@@ -62,3 +62,12 @@ def test_every_program_has_a_manual_page_that_renders_cleanly():
             proc = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-z", str(page)],
                                   capture_output=True, timeout=60)
             assert proc.returncode == 0 and proc.stderr == b"", (name, proc.stderr)
+
+
+def test_every_console_script_gets_a_launcher():
+    import tomllib
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    text = (ROOT / "Makefile").read_text()
+    entries = re.search(r"^PROGRAMS := (.*?)(?<!\\)$", text, re.M | re.S).group(1)
+    programs = dict(entry.split(":") for entry in entries.replace("\\\n", " ").split())
+    assert programs == {name: target.partition(":")[0] for name, target in scripts.items()}
