@@ -13,7 +13,7 @@ import os
 import sys
 
 # The limit the example run scripts use (docs/install.md: the floor measured
-# with `python -m bench.memory_floor` is about 17 MB with Python 3.11).
+# with `python -m bench.memory_floor` is about 18 MB with Python 3.11).
 ADVISED_LIMIT = 32000000
 ENOMEM = 12
 
