@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 2525
 VAR := $(CURDIR)/var
 
-# Every program: name:module (main() is called); tools/launchers.py writes a
+# Every program: name:module (main() is called); tcpserver_py/install/launchers.py writes a
 # plain launcher for each into the bin directory.
 PROGRAMS := smtpd-child:smtpd_child.main tcp-env:tcpserver_py.tcpenv \
     tcprules:tcpserver_py.tcprules tcprulescheck:tcpserver_py.tcprulescheck \
@@ -30,10 +30,10 @@ else
 install: install-prefix
 endif
 
-$(VENV)/.installed: pyproject.toml tools/launchers.py
+$(VENV)/.installed: pyproject.toml tcpserver_py/install/launchers.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
-	$(BIN)/python tools/launchers.py $(abspath $(BIN)) $(abspath $(BIN))/python $(PROGRAMS)
+	$(BIN)/python -m tcpserver_py.install.launchers $(abspath $(BIN)) $(abspath $(BIN))/python $(PROGRAMS)
 	@# Bytecode is written here, once: the programs never need to write it
 	@# (PYTHONDONTWRITEBYTECODE may be set, or the checkout read-only).
 	$(BIN)/python -m compileall -q tcpserver_py smtpd_child
@@ -45,15 +45,15 @@ $(VENV)/.installed: pyproject.toml tools/launchers.py
 # not readable by other users (a pyenv under /root, say): PYTHON=/usr/bin/python3.
 install-prefix:
 	@test -n "$(strip $(PREFIX))" || { echo "make install-prefix: set PREFIX=/opt/tcpserver-py" >&2; exit 100; }
-	$(PYTHON) tools/install_check.py interpreter
+	$(PYTHON) -m tcpserver_py.install.check interpreter
 	umask 022 && $(PYTHON) -m venv $(LIBDIR)
 	umask 022 && $(LIBDIR)/bin/pip install -q .
 	umask 022 && $(LIBDIR)/bin/python -m compileall -q $(LIBDIR)/lib
-	umask 022 && $(LIBDIR)/bin/python tools/launchers.py $(DEST)/bin $(LIBDIR)/bin/python $(PROGRAMS)
+	umask 022 && $(LIBDIR)/bin/python -m tcpserver_py.install.launchers $(DEST)/bin $(LIBDIR)/bin/python $(PROGRAMS)
 	umask 022 && mkdir -p $(MANDIR) && for page in docs/man/*.1; do \
 	    install -m 0644 "$$page" $(MANDIR)/ || exit 1; done
 	chmod -R a+rX $(LIBDIR)
-	$(LIBDIR)/bin/python tools/install_check.py tree $(LIBDIR) $(DEST)/bin $(MANDIR)
+	$(LIBDIR)/bin/python -m tcpserver_py.install.check tree $(LIBDIR) $(DEST)/bin $(MANDIR)
 	@echo "installed: programs in $(DEST)/bin, manual pages in $(MANDIR)"
 
 test: install

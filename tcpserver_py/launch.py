@@ -1,6 +1,6 @@
 """Start a program for its launcher (edge).
 
-The launchers `make install` writes (tools/launchers.py) are two lines:
+The launchers `make install` writes (tcpserver_py/install/launchers.py) are two lines:
 `from tcpserver_py.launch import run` and `run(b"NAME", "package.module")`.
 This module is imported first, while memory is plentiful, so that a start-up
 failure under an address-space limit too low for Python (a module that

@@ -37,15 +37,15 @@ def test_examples_name_installed_programs_and_enough_memory():
     from tcpserver_py.launch import ADVISED_LIMIT
     programs = set(makefile_programs())
     texts = {path: path.read_text() for path in
-             [ROOT / "examples" / "smtpd" / "run", ROOT / "examples" / "xinetd.smtp",
+             [ROOT / "docs" / "examples" / "smtpd" / "run", ROOT / "docs" / "examples" / "xinetd.smtp",
               ROOT / "docs" / "install.md", ROOT / "docs" / "tcpserver.md"]}
     for path, text in texts.items():
         named = re.findall(r"/opt/tcpserver-py/bin/([\w-]+)", text)
         assert named, path
         assert set(named) <= programs, (path, named)
-    run = texts[ROOT / "examples" / "smtpd" / "run"]
+    run = texts[ROOT / "docs" / "examples" / "smtpd" / "run"]
     assert f" softlimit -m {ADVISED_LIMIT} " in run and "exec env -i PATH=" in run
-    assert "rlimit_as   = 32M" in texts[ROOT / "examples" / "xinetd.smtp"]
+    assert "rlimit_as   = 32M" in texts[ROOT / "docs" / "examples" / "xinetd.smtp"]
     assert 32 * 1024 * 1024 >= ADVISED_LIMIT
 
 

@@ -109,7 +109,7 @@ def test_prefix_install_serves_smtp_as_nobody(prefix):
     assert rules.returncode == 0, rules.stderr
     assert blocked(cdb) is None
 
-    # As examples/smtpd/run does it, on a free port of 127.0.0.1.
+    # As docs/examples/smtpd/run does it, on a free port of 127.0.0.1.
     argv = [softlimit, "-m", str(ADVISED_LIMIT), os.path.join(bin_dir, "tcpserver"),
             "-1", "-v", "-HR", "-l", "localhost", "-x", cdb, "-u", str(uid), "-g", str(gid),
             "127.0.0.1", "0", os.path.join(bin_dir, "smtpd-child")]

@@ -1,7 +1,7 @@
 """Checks `make install PREFIX=...` runs: can a service user read it all?
 
-    python tools/install_check.py interpreter
-    python tools/install_check.py tree DIR ...
+    python -m tcpserver_py.install.check interpreter
+    python -m tcpserver_py.install.check tree DIR ...
 
 The programs run as the users tcpserver -u/-g names, so the interpreter,
 its standard library and the installed tree must be readable (and the
@@ -77,7 +77,7 @@ def main() -> None:
         found = problems(tree_paths(sys.argv[2:]))
         advice = "the installed programs cannot be run by the service users (-u/-g)"
     else:
-        sys.exit("usage: python tools/install_check.py interpreter | tree DIR ...")
+        sys.exit("usage: python -m tcpserver_py.install.check interpreter | tree DIR ...")
     if found:
         for why in found[:LIMIT]:
             sys.stderr.write(f"make install: {why}\n")

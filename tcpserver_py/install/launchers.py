@@ -1,6 +1,6 @@
 """Write the plain launchers `make install` puts in a bin directory.
 
-    python tools/launchers.py BIN_DIR PYTHON NAME:MODULE ...
+    python -m tcpserver_py.install.launchers BIN_DIR PYTHON NAME:MODULE ...
 
 pip's console-script wrappers import re (about 7 ms) only to tidy argv[0]:
 every program gets a plain launcher instead (smtpd-child and tcp-env start
@@ -52,5 +52,5 @@ def write(bin_dir: str, python: str, entries: list[str]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) < 4:
-        sys.exit("usage: python tools/launchers.py BIN_DIR PYTHON NAME:MODULE ...")
+        sys.exit("usage: python -m tcpserver_py.install.launchers BIN_DIR PYTHON NAME:MODULE ...")
     write(sys.argv[1], sys.argv[2], sys.argv[3:])
