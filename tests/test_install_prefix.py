@@ -16,7 +16,7 @@ import pytest
 
 from bench.memory_floor import session, spooled, wait_for
 from conftest import ROOT, peer_program
-from tools.install_check import blocked
+from tcpserver_py.install.check import blocked
 from tcpserver_py.launch import ADVISED_LIMIT
 
 PROGRAMS = re.search(r"^PROGRAMS := (.*?)(?<!\\)$", (ROOT / "Makefile").read_text(),
@@ -31,8 +31,8 @@ def readable_interpreter():
         check = subprocess.run([python, "-c", "import sys, venv, ensurepip; "
                                 "sys.exit(sys.version_info < (3, 11))"],
                                capture_output=True, timeout=60)
-        ok = subprocess.run([python, str(ROOT / "tools" / "install_check.py"), "interpreter"],
-                            capture_output=True, timeout=60)
+        ok = subprocess.run([python, "-m", "tcpserver_py.install.check", "interpreter"],
+                            cwd=ROOT, capture_output=True, timeout=60)
         if check.returncode == 0 and ok.returncode == 0:
             return python
     return None
