@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 2525
+SUBMISSION_PORT ?= $(if $(filter 0,$(PORT)),0,2587)
 VAR := $(CURDIR)/var
 
 # Every program: name:module (main() is called); tcpserver_py/install/launchers.py writes a
@@ -65,17 +66,25 @@ rules: install
 	@for src in rules/*.rules; do \
 	    name=$$(basename $$src .rules); \
 	    $(BIN)/tcprules $(VAR)/rules/$$name.cdb $(VAR)/rules/$$name.tmp < $$src || exit $$?; \
-	    echo "compiled $$src -> var/rules/$$name.cdb"; \
+	    echo "compiled $$src -> $(VAR)/rules/$$name.cdb"; \
 	done
 
 # The main job: tcpserver on 127.0.0.1:$(PORT) running smtpd-child with the
-# example rules; control files and the spool live under var/qmail.
-# tcpserver -1 prints the port (useful with PORT=0).
+# example rules, and beside it a submission listener on $(SUBMISSION_PORT)
+# (AUTH required before MAIL: rules/submission.rules sets SMTPAUTH="!").
+# Both offer STARTTLS and AUTH with the test user setup_local prints.
+# Control files, the password file and the spool live under var/qmail.
+# tcpserver -1 prints the port (useful with PORT=0); the submission port is
+# printed after "submission port". Both stop together.
+SMTPD = env QMAILHOME=$(VAR)/qmail $(abspath $(BIN))/smtpd-child \
+	$(abspath $(BIN))/smtpd-checkpassword /bin/true
 run: rules
 	@$(BIN)/python -m smtpd_child.setup_local $(VAR)/qmail
 	@echo "SMTP on 127.0.0.1, port below; read the spool with: $(BIN)/smtpd-spool $(VAR)/qmail/spool list"
-	exec $(BIN)/tcpserver -1 -v -HR -l localhost -x $(VAR)/rules/smtp.cdb 127.0.0.1 $(PORT) \
-	    env QMAILHOME=$(VAR)/qmail $(BIN)/smtpd-child
+	@trap 'kill 0' EXIT; \
+	$(BIN)/tcpserver -1 -v -HR -l localhost -x $(VAR)/rules/submission.cdb \
+	    127.0.0.1 $(SUBMISSION_PORT) $(SMTPD) | sed -u 's/^/submission port /' & \
+	$(BIN)/tcpserver -1 -v -HR -l localhost -x $(VAR)/rules/smtp.cdb 127.0.0.1 $(PORT) $(SMTPD)
 
 bench: install
 	$(BIN)/pip install -q aiosmtpd   # the Python SMTP server compared in bench_smtpd
