@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from .net.proxy import parse_sources
+
 PROG = "tcpserver"
 USAGE = ("tcpserver: usage: tcpserver [ -1UXpPhHrRoOdDqQv46 ] [ -c limit ] "
          "[ -x rules.cdb ] [ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] "
@@ -60,6 +62,15 @@ class Options:
     family: int = 0                    # 0 as the host says, 4 (-4), 6 (-6)
     per_ip_limit: int = 0              # -C, 0 = no per-IP limit
     per_ip_message: bytes = b""        # -M
+    # Deployment (docs/deploy/): PROXY protocol, handed-over sockets, daemon.
+    proxy_from: tuple = ()             # --proxy-from CIDR[,CIDR...]
+    proxy_timeout: int = 10            # --proxy-timeout seconds
+    reuseport: bool = False            # --reuseport
+    fdname: str | None = None          # --fdname (which LISTEN_FDNAMES socket)
+    daemon: bool = False               # --daemon
+    pidfile: str | None = None         # --pidfile FILE
+    log: str | None = None             # --log FILE|syslog (with --daemon)
+    stop_timeout: int = 30             # --stop-timeout seconds (SIGQUIT drain)
 
 
 ULONG_MODULUS = 1 << 64
@@ -150,6 +161,24 @@ LONG_FLAG_FIELDS: dict[str, tuple[str, object]] = {
 LONG_ARGUMENT_FIELDS: dict[str, tuple[str, object]] = {
     "--per-ip-limit": ARGUMENT_FIELDS["C"], "--per-ip-message": ARGUMENT_FIELDS["M"],
 }
+
+
+def proxy_sources(text: str) -> tuple:
+    try:
+        return parse_sources(text)
+    except ValueError:
+        raise UsageError([f"{PROG}: bad address in --proxy-from: {text}", USAGE],
+                         False) from None
+
+
+# Deployment (docs/deploy/).
+LONG_FLAG_FIELDS.update({"--reuseport": ("reuseport", True), "--daemon": ("daemon", True)})
+LONG_ARGUMENT_FIELDS.update({
+    "--proxy-from": ("proxy_from", proxy_sources),
+    "--proxy-timeout": ("proxy_timeout", scan_number),
+    "--fdname": ("fdname", str), "--pidfile": ("pidfile", str), "--log": ("log", str),
+    "--stop-timeout": ("stop_timeout", scan_number),
+})
 INFO_OPTIONS = ("--help", "--version")
 
 
@@ -265,6 +294,9 @@ def parse_args(argv: list[str], env: Mapping[str, str] | None = None) -> Options
         # The original silences stderr (-q) only once the options are read,
         # so getopt complaints always show but a missing host/port does not.
         raise UsageError([USAGE], values.get("verbosity") == QUIET)
+    if values.get("log") is not None and not values.get("daemon"):
+        raise UsageError([f"{PROG}: --log is for --daemon (in the foreground, "
+                          "stderr is the log)", USAGE], False)
     return Options(host=rest[0], port=rest[1], program=tuple(rest[2:]), **values)
 
 
@@ -285,6 +317,11 @@ class TcpEnvOptions:
     remote_host_lookup: bool = True
     paranoid: bool = False
     local_name: bytes | None = None
+    proxy_from: tuple = ()             # --proxy-from CIDR[,CIDR...]
+    proxy_timeout: int = 10            # --proxy-timeout seconds
+
+
+TCPENV_LONG = {"--proxy-from": "proxy_from", "--proxy-timeout": "proxy_timeout"}
 
 
 TCPENV_FLAGS = {"r": ("ident", True), "R": ("ident", False),
@@ -297,11 +334,21 @@ def parse_tcpenv_args(argv: list[str]) -> TcpEnvOptions | None:
     """Parse tcp-env's argv (without its name); None when no program is
     given.  Raises InfoRequested for --help and --version."""
     values: dict = {}
-    pairs, index = getopt(argv, "txl")
+    pairs, index = getopt(argv, "txl", TCPENV_LONG)
     for opt, arg in pairs:
         if opt in INFO_OPTIONS:
             raise InfoRequested(opt)
-        if opt in ("t", "x", "l"):
+        if opt in TCPENV_LONG:
+            if arg is None:
+                return None
+            try:
+                values[TCPENV_LONG[opt]] = (parse_sources(arg) if opt == "--proxy-from"
+                                            else scan_number(arg))
+            except ValueError:
+                return None
+        elif opt.startswith("--"):
+            continue                # ignored, as qmail's ignores unknown options
+        elif opt in ("t", "x", "l"):
             if arg is None:
                 return None
             if opt == "t":

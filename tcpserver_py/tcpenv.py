@@ -1,6 +1,7 @@
 """tcp-env: the UCSPI environment for a program started by inetd/xinetd (edge).
 
-`tcp-env [-rR] [-hH] [-pP] [-l localname] [-t timeout] [-x rules.cdb [-X]] program [arg ...]`
+`tcp-env [-rR] [-hH] [-pP] [-l localname] [-t timeout] [-x rules.cdb [-X]]
+         [--proxy-from CIDR[,CIDR...]] [--proxy-timeout seconds] program [arg ...]`
 
 The connection is on fd 0.  Sets PROTO, TCPLOCAL*, TCPREMOTE* (and TCP6*
 for IPv6 clients) exactly as tcpserver does, then, with -x, applies a rules
@@ -13,6 +14,11 @@ tcpserver) and no -x is given, the program is run unchanged.  Like qmail's,
 it prints nothing about connections: under inetd, stderr is often the
 client's socket.  Any failure exits 111.  The one warning (an inherited
 RELAYCLIENT) goes to stderr, or to syslog when stderr is the connection.
+
+--proxy-from: a connection from those addresses (a load balancer) must
+begin with a PROXY protocol header, whose client and destination then stand
+for the socket's addresses (as in tcpserver).  A bad or late header exits
+111 before any program runs, with one line to syslog (mail facility).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from .environ import inherited_environment, relay_warning
 from .exitcodes import PERMANENT, TEMPORARY
 from .helptext import TCPENV_HELP
 from .net.lookup import forward_confirms, ident, interface_name, reverse_name
+from .net.proxy import ProxyError, trusted
+from .net.proxyio import read_header
 from .options import InfoRequested, parse_tcpenv_args
 from .net.resolver import Resolver, SoftDnsError, resolver_for
 from .rules.cdbfile import RulesReadError, rule_for
@@ -101,19 +109,31 @@ def _run(opts) -> None:
     path = base.get(b"PATH", b"/bin:/usr/bin")
     # qmail's shortcut under tcpserver; never with -x, where a stray PROTO
     # would mean running the program with no rules checked (fail open).
-    if base.get(b"PROTO") in (b"TCP", b"TCP6") and opts.rules is None:
+    if (base.get(b"PROTO") in (b"TCP", b"TCP6") and opts.rules is None
+            and not opts.proxy_from):
         exec_program(opts.program, base, path)
         sys.exit(TEMPORARY)
     try:
         sock = socket.socket(fileno=0)
         local, remote = sock.getsockname(), sock.getpeername()
         family = sock.family
-        sock.detach()
     except OSError:
         sys.exit(TEMPORARY)
     if family not in (socket.AF_INET, socket.AF_INET6):
         sys.exit(TEMPORARY)
     local_ip, remote_ip = _canonical(local[0]), _canonical(remote[0])
+    if opts.proxy_from and trusted(remote_ip, opts.proxy_from):
+        try:
+            header = read_header(sock, opts.proxy_timeout)
+        except ProxyError as exc:
+            syslog.openlog("tcp-env", syslog.LOG_PID, syslog.LOG_MAIL)
+            syslog.syslog(syslog.LOG_WARNING,
+                          f"dropping connection, PROXY header from {remote_ip}: {exc}")
+            sys.exit(TEMPORARY)
+        if header.addresses is not None:
+            remote_ip, remote_port, local_ip, local_port = header.addresses
+            remote, local = (remote_ip, remote_port), (local_ip, local_port)
+    sock.detach()
     ipv6 = ":" in remote_ip
     resolver = resolver_for(base)
     local_host = opts.local_name if opts.local_name is not None else _name(resolver, local_ip)

@@ -1,6 +1,8 @@
 """tcpserver: accept TCP connections and run a program for each (edge).
 
-`tcpserver [options] host port program [arg ...]`, as ucspi-tcp 0.88's.
+`tcpserver [options] host port program [arg ...]`, as ucspi-tcp 0.88's;
+`tcpserver [options] - - program [arg ...]` serves a socket handed over
+(systemd socket activation, or fd 0): see docs/deploy/.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from .environ import inherited_environment, relay_warning
 from .errstr import error_str
 from .exitcodes import PERMANENT, TEMPORARY
 from .helptext import TCPSERVER_HELP
+from .net.handed import ACTIVATION_VARIABLES, handed_listener, wants_handed_socket
 from .net.listen import ListenError, open_listener
 from .options import QUIET, InfoRequested, UsageError, parse_args
 # Everything the server and its children run is imported now, before -u/-g
 # may take away the right to read the interpreter's files (preload() below
 # adds the codecs that would be imported lazily).
 from .server.loop import serve
+from .server.daemonize import DaemonError, Pidfile, absolute_paths, detach, open_log
 from .server.preload import preload
 
 PROG = "tcpserver"
@@ -48,15 +52,33 @@ def main() -> None:
         sys.exit(TEMPORARY)
 
     _open_standard_fds()
-    try:
-        listener = open_listener(opts.host, opts.port, opts.backlog, opts.family)
-    except ListenError as exc:
-        fatal(exc.text)
-    port = listener.getsockname()[1]
+    pidfile = log = None
     # Read while the process may still read its own /proc entry: after
     # setuid it is no longer dumpable, and the fallback (the interpreter's
     # os.environ) carries the LC_CTYPE=C.UTF-8 that start-up added.
     base_env = inherited_environment(os.environb)
+    try:
+        if opts.pidfile is not None:
+            pidfile = Pidfile(opts.pidfile)
+            pidfile.lock()      # before binding: "already running" says more
+        if opts.daemon:
+            opts = absolute_paths(opts)
+            log = open_log(opts.log)
+    except DaemonError as exc:
+        fatal(exc.text)
+    try:
+        if wants_handed_socket(opts.host, opts.port):
+            listener = handed_listener(base_env, os.getpid(), opts.fdname)
+            for name in ACTIVATION_VARIABLES:
+                base_env.pop(name, None)
+        else:
+            listener = open_listener(opts.host, opts.port, opts.backlog, opts.family,
+                                     opts.reuseport)
+    except ListenError as exc:
+        if pidfile is not None:
+            pidfile.remove()
+        fatal(exc.text)
+    port = listener.getsockname()[1]
     relay = relay_warning(PROG, base_env)
     if relay and opts.verbosity != QUIET:
         os.write(2, logfmt.warning(PROG, relay))
@@ -67,6 +89,17 @@ def main() -> None:
             os.write(1, b"%d\n" % port)
         except OSError:
             pass
+    if opts.daemon:
+        try:
+            detach([listener.fileno()] + ([pidfile.fd] if pidfile else []), log)
+        except Exception as exc:   # python-daemon's DaemonOSEnvironmentError and kin
+            fatal(f"unable to detach: {exc}")
+    if pidfile is not None:
+        try:
+            pidfile.write(os.getpid())
+        except DaemonError as exc:
+            pidfile.remove()
+            fatal(exc.text)
     # The original closes fds 0 and 1 so a supervisor's pipes are released;
     # /dev/null keeps the numbers taken so a connection never lands on 0/1.
     null = os.open(os.devnull, os.O_RDWR)
@@ -74,7 +107,7 @@ def main() -> None:
     os.dup2(null, 1)
     if null > 1:
         os.close(null)
-    serve(listener, opts, base_env)
+    serve(listener, opts, base_env, at_exit=pidfile.remove if pidfile else None)
 
 
 def _drop_privileges(opts, fatal) -> None:

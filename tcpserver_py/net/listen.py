@@ -126,8 +126,11 @@ def listen_backlog(backlog: int) -> int:
     return backlog if backlog < 1 << 31 else (1 << 31) - 1
 
 
-def open_listener(host: str, port: str, backlog: int, family: int = 0) -> socket.socket:
-    """Bind and listen; raise ListenError with the original's fatal texts."""
+def open_listener(host: str, port: str, backlog: int, family: int = 0,
+                  reuseport: bool = False) -> socket.socket:
+    """Bind and listen; raise ListenError with the original's fatal texts.
+    `reuseport` (--reuseport): SO_REUSEPORT, so several servers share the
+    address and the kernel spreads the connections among them."""
     fam, address, dual = resolve_host(host, family)
     number = resolve_port(port)
     try:
@@ -136,6 +139,12 @@ def open_listener(host: str, port: str, backlog: int, family: int = 0) -> socket
         raise ListenError(f"unable to create socket: {error_str(exc.errno)}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            except (OSError, AttributeError) as exc:
+                raise ListenError("unable to set SO_REUSEPORT: "
+                                  f"{error_str(getattr(exc, 'errno', 0) or 0)}") from None
         if fam == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
         try:

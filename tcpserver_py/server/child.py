@@ -42,6 +42,7 @@ class Accepted:
     remote_port: int
     scope_id: int         # non-zero for scoped (link-local) IPv6 clients
     ip_count: int         # children of this address, this one included
+    local: tuple[str, int] | None = None   # named by a PROXY header, else the socket's
 
 
 class ChildLog:
@@ -74,6 +75,7 @@ def run_child(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
         # The parent's handlers and wakeup fd must not act in the child.
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in close_fds:
             os.close(fd)
@@ -124,7 +126,7 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
         except OSError as exc:
             raise Drop(f"unable to print banner: {error_str(exc.errno)}") from None
     try:
-        local = sock.getsockname()
+        local = accepted.local or sock.getsockname()
     except OSError as exc:
         raise Drop(f"unable to get local address: {error_str(exc.errno)}") from None
     local_ip = local[0].split("%", 1)[0]

@@ -35,6 +35,9 @@ class ChildTable:
             del self._per_ip[ip]     # keep the table small under churn
         return True
 
+    def pids(self) -> list[int]:
+        return list(self._ip_of)
+
     def count_for(self, ip: str) -> int:
         return self._per_ip.get(ip, 0)
 

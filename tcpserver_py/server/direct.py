@@ -29,7 +29,8 @@ from ..ucspi import Connection, child_environment, per_ip_limit
 # Known difference: glibc's posix_spawn leaves its two internal signals (32
 # and 33, below SIGRTMIN) ignored in the new program and will not reset them;
 # glibc programs install their own handlers for them when they need them.
-RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM)
+RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM,
+                 signal.SIGQUIT)
 
 
 def usable(opts: Options) -> bool:
@@ -39,9 +40,11 @@ def usable(opts: Options) -> bool:
 
 
 def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: int,
-              opts: Options, base_env: dict[bytes, bytes], prog: str) -> int | None:
+              opts: Options, base_env: dict[bytes, bytes], prog: str,
+              proxied_local: tuple[str, int] | None = None) -> int | None:
     """Start the program for this connection; return its pid, or None to
-    have the caller fork the ordinary child instead."""
+    have the caller fork the ordinary child instead.  `proxied_local`: the
+    destination a PROXY header named, used instead of the socket's."""
     sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
     try:
         if opts.kill_ip_options and "." in remote_ip:
@@ -51,7 +54,7 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
                 pass
         if opts.nodelay:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        local = sock.getsockname()
+        local = proxied_local or sock.getsockname()
     except OSError:
         return None
     finally:

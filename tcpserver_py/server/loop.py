@@ -1,7 +1,8 @@
 """The listening parent: accept, fork, count, reap.  Single-threaded.
 
 Signals only record (a Python handler plus signal.set_wakeup_fd); the loop
-reaps with waitpid(-1, WNOHANG) and exits on SIGTERM.  At the -c limit the
+reaps with waitpid(-1, WNOHANG) and exits on SIGTERM; SIGQUIT is the
+graceful stop (server/drain.py).  At the -c limit the
 listening socket is simply not polled, so new clients wait in the kernel's
 backlog; a connection is never accepted only to be closed.  The per-client
 work (DNS, ident, rules) happens in the child, after the fork.
@@ -14,12 +15,14 @@ import os
 import select
 import signal
 import socket
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 from .. import logfmt
 from .child import Accepted, run_child
 from .children import ChildTable
 from .direct import try_spawn, usable
+from .drain import Drain
+from .proxywait import ProxyIntake
 from ..errstr import error_str
 from ..options import Options, QUIET, VERBOSE
 
@@ -28,21 +31,28 @@ PROG = "tcpserver"
 
 class _Signals:
     terminated = False
+    draining = False
 
 
 def _on_term(signum, frame) -> None:
     _Signals.terminated = True
 
 
+def _on_quit(signum, frame) -> None:
+    _Signals.draining = True
+
+
 def _on_child(signum, frame) -> None:
     pass   # the wakeup fd is the message; the loop reaps
 
 
-def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes]) -> NoReturn:
+def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes],
+          at_exit: Callable[[], None] | None = None) -> NoReturn:
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, _on_child)
     signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGQUIT, _on_quit)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     listener.setblocking(False)
     listen_fd = listener.fileno()
@@ -67,20 +77,43 @@ def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes]) 
     # them, so that forked children do not copy pages it would touch.
     gc.freeze()
 
+    def finish() -> NoReturn:
+        if at_exit is not None:
+            at_exit()     # e.g. remove the pidfile
+        os._exit(0)
+
     poller = select.poll()
     poller.register(wake_read, select.POLLIN)
     polling_listener = False
+    proxy = None
+    if opts.proxy_from:
+        proxy = ProxyIntake(opts.proxy_from, opts.proxy_timeout, poller, family, write, quiet)
+    drain = None
     while True:
         if _Signals.terminated:
-            os._exit(0)
-        want = len(table) < limit
+            finish()
+        if _Signals.draining and drain is None:
+            if polling_listener:
+                poller.unregister(listen_fd)
+                polling_listener = False
+            listener.close()     # new clients go to another server or wait for us
+            limit = 0
+            if proxy is not None:
+                proxy.drop_all("server stopping")
+            drain = Drain(table, opts.stop_timeout, write, quiet)
+        if drain is not None and drain.done():
+            finish()
+        want = len(table) + (len(proxy) if proxy is not None else 0) < limit
         if want != polling_listener:
             if want:
                 poller.register(listen_fd, select.POLLIN)
             else:
                 poller.unregister(listen_fd)
             polling_listener = want
-        ready = poller.poll()
+        timeouts = [t for t in (proxy.poll_timeout() if proxy is not None else None,
+                                drain.poll_timeout() if drain is not None else None)
+                    if t is not None]
+        ready = poller.poll(min(timeouts) if timeouts else None)
         for fd, _ in ready:
             if fd == wake_read:
                 try:
@@ -88,18 +121,27 @@ def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes]) 
                         pass
                 except OSError:
                     pass
-        _reap(table, verbose, limit, write)
+            elif proxy is not None and fd in proxy:
+                handed = proxy.ready(fd)
+                if handed is not None:
+                    _spawn(handed[0], handed[1], table, opts, base_env, close_in_child,
+                           verbose, quiet, write, family if quick else 0, local=handed[2])
+        if proxy is not None:
+            proxy.expire()
+        _reap(table, verbose, opts.limit, write)
         if _Signals.terminated:
-            os._exit(0)
-        while len(table) < limit:
+            finish()
+        while drain is None and len(table) + (len(proxy) if proxy is not None else 0) < limit:
             try:
                 conn_fd, addr = listener._accept()   # (fd, address): no socket object
             except OSError:
                 break                                # EAGAIN or a transient error
+            if proxy is not None and proxy.hold(conn_fd, addr, _canonical_ip(addr)):
+                continue
             _spawn(conn_fd, addr, table, opts, base_env, close_in_child,
                    verbose, quiet, write, family if quick else 0)
             if _Signals.terminated:
-                os._exit(0)
+                finish()
 
 
 def _reap(table: ChildTable, verbose: bool, limit: int, write) -> None:
@@ -120,22 +162,27 @@ def _reap(table: ChildTable, verbose: bool, limit: int, write) -> None:
             write(logfmt.end(PROG, pid, status) + logfmt.status(PROG, len(table), limit))
 
 
-def _spawn(conn_fd: int, addr, table: ChildTable, opts: Options,
-           base_env: dict[bytes, bytes], close_in_child: tuple[int, ...],
-           verbose: bool, quiet: bool, write, quick_family: int) -> None:
+def _canonical_ip(addr) -> str:
     ip = addr[0]
     if ip.startswith("::ffff:") and "." in ip:
         ip = ip[7:]                       # IPv4 client of a dual-stack socket
-    scope_id = 0
-    if len(addr) == 4:
-        ip = ip.split("%", 1)[0]
-        scope_id = addr[3]
+    return ip.split("%", 1)[0] if len(addr) == 4 else ip
+
+
+def _spawn(conn_fd: int, addr, table: ChildTable, opts: Options,
+           base_env: dict[bytes, bytes], close_in_child: tuple[int, ...],
+           verbose: bool, quiet: bool, write, quick_family: int,
+           local: tuple[str, int] | None = None) -> None:
+    # `local`: the destination a PROXY header named (our TCPLOCALIP/PORT).
+    ip = _canonical_ip(addr)
+    scope_id = addr[3] if len(addr) == 4 else 0
     count = table.count_for(ip) + 1
     if verbose:
         write(logfmt.status(PROG, len(table) + 1, opts.limit))
     if quick_family:
         try:
-            pid = try_spawn(conn_fd, quick_family, ip, addr[1], count, opts, base_env, PROG)
+            pid = try_spawn(conn_fd, quick_family, ip, addr[1], count, opts, base_env, PROG,
+                            local)
         except Exception:
             pid = None    # never let one connection end the server: fork instead
         if pid is not None:
@@ -152,7 +199,7 @@ def _spawn(conn_fd: int, addr, table: ChildTable, opts: Options,
         os.close(conn_fd)
         return
     if pid == 0:
-        run_child(Accepted(conn_fd, ip, addr[1], scope_id, count), opts, base_env,
+        run_child(Accepted(conn_fd, ip, addr[1], scope_id, count, local), opts, base_env,
                   close_in_child, PROG)
     table.add(pid, ip)
     os.close(conn_fd)
