@@ -25,6 +25,7 @@ PURE_MODULES = [
     "tcpserver_py/logfmt.py",
     "tcpserver_py/server/children.py",
     "tcpserver_py/net/dnswire.py",
+    "tcpserver_py/net/proxy.py",
     "smtpd_child/smtp/replies.py",
     "smtpd_child/smtp/framing.py",
     "smtpd_child/smtp/address.py",
