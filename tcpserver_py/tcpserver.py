@@ -89,9 +89,10 @@ def main() -> None:
             os.write(1, b"%d\n" % port)
         except OSError:
             pass
+    ready = None
     if opts.daemon:
         try:
-            detach([listener.fileno()] + ([pidfile.fd] if pidfile else []), log)
+            ready = detach([listener.fileno()] + ([pidfile.fd] if pidfile else []), log)
         except Exception as exc:   # python-daemon's DaemonOSEnvironmentError and kin
             fatal(f"unable to detach: {exc}")
     if pidfile is not None:
@@ -100,6 +101,8 @@ def main() -> None:
         except DaemonError as exc:
             pidfile.remove()
             fatal(exc.text)
+    if ready is not None:
+        ready()         # the foreground process exits 0 now
     # The original closes fds 0 and 1 so a supervisor's pipes are released;
     # /dev/null keeps the numbers taken so a connection never lands on 0/1.
     null = os.open(os.devnull, os.O_RDWR)

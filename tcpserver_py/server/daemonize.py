@@ -14,7 +14,8 @@ The order matters, so that every mistake is reported on the terminal:
    session, working directory /, the invoking umask kept, stdin/stdout
    /dev/null, stderr to the --log file (appended) or to syslog through
    logger(1), the listening socket and the pidfile kept open; the pidfile
-   then gets the daemon's pid.
+   then gets the daemon's pid, and only then does the command that started
+   it exit (0), so `start` in an init script returns with the pidfile there.
 At exit (SIGTERM, or the SIGQUIT graceful stop) the pidfile is removed.
 """
 
@@ -26,6 +27,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+from typing import Callable
 
 import daemon  # python-daemon; imported now, before -u/-g (see tcpserver.py)
 
@@ -144,11 +146,39 @@ def absolute_paths(opts: Options) -> Options:
     return dataclasses.replace(opts, **changes)
 
 
-def detach(keep: list[int], log) -> None:
-    """Become a daemon (python-daemon's DaemonContext) keeping the fds in `keep`."""
+def detach(keep: list[int], log) -> Callable[[], None]:
+    """Become a daemon (python-daemon's DaemonContext) keeping the fds in
+    `keep`.  The process that called us waits until the daemon calls the
+    returned `ready` (pidfile written) and then exits 0, so an init script's
+    `start` returns only once the pidfile is there; if the daemon dies
+    first, it exits 111."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        answer = b""
+        while True:
+            chunk = os.read(read_end, 64)
+            if not chunk:
+                break
+            answer += chunk
+        os.waitpid(pid, 0)
+        if answer == b"ok":
+            os._exit(0)
+        os.write(2, b"tcpserver: fatal: the daemon exited during start-up (see its log)\n")
+        os._exit(111)
+    os.close(read_end)
     umask = os.umask(0)
     os.umask(umask)
     context = daemon.DaemonContext(working_directory="/", umask=umask,
-                                   detach_process=True, files_preserve=keep,
+                                   detach_process=True, files_preserve=keep + [write_end],
                                    stderr=log, signal_map={}, prevent_core=False)
     context.open()
+
+    def ready() -> None:
+        try:
+            os.write(write_end, b"ok")
+        except OSError:
+            pass
+        os.close(write_end)
+    return ready
