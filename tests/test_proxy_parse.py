@@ -136,7 +136,7 @@ prefixes = st.sampled_from([b"", b"PROXY ", b"PROXY TCP4 ", b"PROXY TCP6 ", b"PR
                             V2_SIGNATURE, V2_SIGNATURE + b"\x21\x11", V2_SIGNATURE + b"\x20"])
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(prefixes, st.binary(max_size=300))
 def test_fuzz_no_exception_escapes_and_reads_are_bounded(prefix, tail):
     data = prefix + tail
@@ -161,3 +161,51 @@ def test_fuzz_round_trip(src, dst, sport, dport, version_one):
     else:
         data = v2_inet(str(src), sport, str(dst), dport)
     assert parse(data + b"tail").addresses == (str(src), sport, str(dst), dport)
+
+
+# The reader (net/proxyio.py) over a real socket, the bytes arriving in
+# arbitrary pieces: it must take the header and leave every later byte.
+
+import socket  # noqa: E402  (the tests above need no I/O)
+
+from tcpserver_py.net.proxyio import HeaderReader  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([
+    b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 25\r\n",
+    b"PROXY UNKNOWN\r\n",
+    v2_inet("2001:db8::7", 1, "2001:db8::1", 2, tlvs=b"\x04\x00\x03abc"),
+    v2(0, 0x00, b""),
+]), st.binary(max_size=40), st.lists(st.integers(1, 30), max_size=12))
+def test_reader_leaves_the_clients_bytes(header, after, cuts):
+    data = header + after
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        reader = HeaderReader(ours)
+        position = 0
+        found = None
+        for cut in cuts + [len(data)]:
+            theirs.sendall(data[position:position + cut])
+            position = min(len(data), position + cut)
+            found = reader.step()
+            if found is not None:
+                break
+        assert found is not None and found.length == len(header)
+        theirs.sendall(data[position:])
+        theirs.shutdown(socket.SHUT_WR)
+        rest = b""
+        while chunk := ours.recv(4096):
+            rest += chunk
+        assert rest == after
+
+
+def test_reader_eof_mid_header_is_truncated():
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"PROXY TCP4 192.0.2.7 1")
+        theirs.close()
+        reader = HeaderReader(ours)
+        with pytest.raises(ProxyError, match="truncated"):
+            while reader.step() is None:
+                pass
