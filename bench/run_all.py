@@ -8,7 +8,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["bench_tcprules", "bench_tcpserver", "bench_smtpd"]
+BENCHMARKS = ["bench_tcprules", "bench_tcpserver", "bench_proxy", "bench_smtpd"]
 
 
 def main(argv: list[str]) -> int:

@@ -84,6 +84,13 @@ def _parse_v1(data: bytes) -> Need | Header:
 
 
 def _v1_address(word: bytes, version: int) -> str:
+    if version == 4:
+        parts = word.split(b".")
+        if len(parts) != 4 or not all(
+                part.isdigit() and len(part) <= 3 and (part == b"0" or part[:1] != b"0")
+                and int(part) <= 255 for part in parts):
+            raise ProxyError("bad address in v1 header")
+        return word.decode("ascii")    # dotted quad, as the parser checked it
     try:
         text = word.decode("ascii")
         address = (ipaddress.IPv4Address(text) if version == 4
@@ -135,8 +142,12 @@ def _parse_v2(data: bytes) -> Need | Header:
     body = data[V2_FIXED:total]
     size = 4 if family == AF_INET else 16
     make = ipaddress.IPv4Address if family == AF_INET else ipaddress.IPv6Address
-    src = _canonical(make(body[:size]))
-    dst = _canonical(make(body[size:2 * size]))
+    if family == AF_INET:        # the common case, without ipaddress objects
+        src = "%d.%d.%d.%d" % tuple(body[:4])
+        dst = "%d.%d.%d.%d" % tuple(body[4:8])
+    else:
+        src = _canonical(make(body[:size]))
+        dst = _canonical(make(body[size:2 * size]))
     ports = body[2 * size:2 * size + 4]
     return Header(total, 2, (src, int.from_bytes(ports[:2], "big"),
                              dst, int.from_bytes(ports[2:], "big")))

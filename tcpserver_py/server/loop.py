@@ -136,10 +136,14 @@ def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes],
                 conn_fd, addr = listener._accept()   # (fd, address): no socket object
             except OSError:
                 break                                # EAGAIN or a transient error
-            if proxy is not None and proxy.hold(conn_fd, addr, _canonical_ip(addr)):
-                continue
+            local = None
+            if proxy is not None:
+                handed = proxy.admit(conn_fd, addr, _canonical_ip(addr))
+                if handed is None:
+                    continue                         # held for its header, or dropped
+                conn_fd, addr, local = handed
             _spawn(conn_fd, addr, table, opts, base_env, close_in_child,
-                   verbose, quiet, write, family if quick else 0)
+                   verbose, quiet, write, family if quick else 0, local=local)
             if _Signals.terminated:
                 finish()
 

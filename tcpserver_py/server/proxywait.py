@@ -16,6 +16,7 @@ closed with one log line; no child is ever started for it.
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import socket
@@ -30,7 +31,10 @@ PROG = "tcpserver"
 
 class ProxyIntake:
     def __init__(self, sources, timeout: float, poller, family: int, write, quiet: bool):
-        self.sources = sources
+        # Parsing an address costs microseconds; the balancers are few, so
+        # remember the answers (bounded: direct clients are many).
+        self.trusted = functools.lru_cache(maxsize=1024)(
+            lambda ip: trusted(ip, sources))
         self.timeout = timeout
         self.poller = poller
         self.family = family
@@ -44,20 +48,22 @@ class ProxyIntake:
     def __contains__(self, fd: int) -> bool:
         return fd in self.held
 
-    def hold(self, conn_fd: int, addr: tuple, ip: str) -> bool:
-        """Keep a balancer's connection until its header is read; False
-        for any other source (a direct client: a header from it is data)."""
-        if not trusted(ip, self.sources):
-            return False
+    def admit(self, conn_fd: int, addr: tuple, ip: str):
+        """A new connection.  Returns (fd, address for the child, local
+        address override or None) when it can be served now: any source
+        but a balancer (a direct client: a header from it is data), or a
+        balancer whose header is already there (the usual case).  Else
+        None: held until its header comes, or dropped."""
+        if not self.trusted(ip):
+            return conn_fd, addr, None
         sock = socket.socket(self.family, socket.SOCK_STREAM, 0, conn_fd)
         self.held[conn_fd] = (HeaderReader(sock), addr, ip, time.monotonic() + self.timeout)
         self.poller.register(conn_fd, select.POLLIN)
-        return True
+        return self.ready(conn_fd)
 
     def ready(self, fd: int):
         """Read from a held connection.  Returns None while the header is
-        incomplete or after a drop; else (fd, address for the child,
-        local address override or None)."""
+        incomplete or after a drop; else as `admit`."""
         reader, addr, _, _ = self.held[fd]
         try:
             header = reader.step()
