@@ -214,3 +214,26 @@ def test_tcp_env_reads_the_header(tmp_path):
                              ["--proxy-from=127.0.0.1"], source="127.0.0.2")
     env, data = served(out)
     assert env["TCPREMOTEIP"] == "127.0.0.2" and data.startswith(b"PROXY TCP4")
+
+
+@pytest.mark.timeout(30)
+def test_names_are_looked_up_for_the_carried_address(tmp_path):
+    from fakedns import A, PTR, FakeDNS
+    dns = FakeDNS({("9.0.0.127.in-addr.arpa", PTR): ["proxied.example.org"],
+                   ("proxied.example.org", A): ["127.0.0.9"]})
+    cdb = str(tmp_path / "names.cdb")
+    subprocess.run([our_program("tcprules"), cdb, cdb + ".tmp"],
+                   input=b'=proxied.example.org:allow,MARK="by-name"\n:allow\n',
+                   check=True, timeout=10)
+    server = Server(our_program("tcpserver"),
+                    ["-1", "-p", "-R", "-l0", "-x", cdb, "--proxy-from", "127.0.0.1",
+                     "127.0.0.1", "0", "/usr/bin/env"], tmp_path / "dns.log",
+                    env={"PATH": "/usr/bin:/bin", "DNSCACHEIP": "127.0.0.1"})
+    try:
+        env = parse_env(server.talk(v2("127.0.0.9", "192.0.2.25")))
+    finally:
+        server.stop()
+        dns.close()
+    assert env["TCPREMOTEHOST"] == "proxied.example.org" and env["MARK"] == "by-name"
+    assert ("9.0.0.127.in-addr.arpa", PTR) in dns.queries
+    assert ("1.0.0.127.in-addr.arpa", PTR) not in dns.queries     # not the balancer
