@@ -165,3 +165,48 @@ def test_reuseport_two_servers_share_one_address(tmp_path):
             two.stop()
     finally:
         one.stop()
+
+
+@pytest.mark.timeout(60)
+def test_xinetd_wait_service_hands_over_its_listening_socket(tmp_path, env_program):
+    """An inetd `wait = yes` stream service gets the listening socket on fd 0
+    and accepts itself: xinetd starts one tcpserver, which serves every
+    connection."""
+    xinetd = peer_program("/usr/sbin/xinetd")
+    port = free_port()
+    conf = tmp_path / "xinetd.conf"
+    conf.write_text(f"""
+defaults
+{{
+    log_type = FILE {tmp_path}/xinetd.log
+}}
+service smtp-wait
+{{
+    type = UNLISTED
+    socket_type = stream
+    protocol = tcp
+    wait = yes
+{"    user = root" if os.geteuid() == 0 else ""}
+    bind = 127.0.0.1
+    port = {port}
+    server = {our_program("tcpserver")}
+    server_args = -v -RH -l0 - - {env_program}
+    env = PATH=/usr/bin:/bin MARK=xinetd
+    log_on_success = PID
+}}
+""")
+    proc = subprocess.Popen([xinetd, "-dontfork", "-pidfile", str(tmp_path / "pid"),
+                             "-f", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "stderr", "wb"), start_new_session=True)
+    try:
+        first = parse_env(talk(port))
+        second = parse_env(talk(port, source="127.0.0.2"))
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=10)
+    assert first["TCPLOCALPORT"] == str(port) and first["MARK"] == "xinetd"
+    assert second["TCPREMOTEIP"] == "127.0.0.2"
+    import re
+    started = set(re.findall(r"START: smtp-wait pid=(\d+)",
+                             (tmp_path / "xinetd.log").read_text()))
+    assert len(started) == 1                  # one tcpserver for both connections
