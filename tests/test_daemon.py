@@ -176,3 +176,23 @@ def test_log_without_daemon_is_a_usage_error():
     proc = subprocess.run([our_program("tcpserver"), "--log", "x", "0", "0", "true"],
                           capture_output=True, timeout=10)
     assert proc.returncode == 100 and b"--log is for --daemon" in proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_log_syslog_goes_through_logger(tmp_path, daemons):
+    """--log syslog:FACILITY: the daemon's stderr is logger(1)'s input.  A
+    stand-in logger on PATH records its arguments and what it is sent."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "logger").write_text(
+        f"#!/bin/sh\necho \"$@\" > {tmp_path}/logger.args\nexec cat >> {tmp_path}/syslog\n")
+    (bin_dir / "logger").chmod(0o755)
+    started = daemons("--log", "syslog:local3",
+                      env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert started.returncode == 0, started.stderr
+    port = int(started.stdout)
+    assert parse_env(talk(port))["MARK"] == "rules"
+    wait_for(lambda: (tmp_path / "syslog").exists()
+             and "tcpserver: end " in (tmp_path / "syslog").read_text())
+    assert (tmp_path / "logger.args").read_text() == "-t tcpserver -p local3.info\n"
+    assert "tcpserver: ok " in (tmp_path / "syslog").read_text()

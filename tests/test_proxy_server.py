@@ -237,3 +237,21 @@ def test_names_are_looked_up_for_the_carried_address(tmp_path):
     assert env["TCPREMOTEHOST"] == "proxied.example.org" and env["MARK"] == "by-name"
     assert ("9.0.0.127.in-addr.arpa", PTR) in dns.queries
     assert ("1.0.0.127.in-addr.arpa", PTR) not in dns.queries     # not the balancer
+
+
+@pytest.mark.timeout(30)
+def test_held_connections_count_against_the_limit(setup):
+    server = setup("-l0", "-c", "1", "--proxy-timeout", "2")
+    with socket.create_connection(("127.0.0.1", server.port)) as silent:
+        time.sleep(0.3)                      # accepted and held: the one slot
+        waiting = socket.create_connection(("127.0.0.1", server.port))
+        with waiting:
+            waiting.sendall(v1("127.0.0.5", "192.0.2.25"))
+            waiting.shutdown(socket.SHUT_WR)
+            waiting.settimeout(15)
+            out = read_all(waiting)          # served once the silent one is dropped
+        silent.settimeout(5)
+        assert read_all(silent) == b""
+    assert served(out)[0]["TCPREMOTEIP"] == "127.0.0.5"
+    log = server.log()
+    assert log.index("header timed out") < log.index("tcpserver: pid ")
