@@ -186,7 +186,9 @@ def test_init_script_with_daemon_and_pidfile(tmp_path, site):
         assert not (tmp_path / "smtpd.pid").exists()
         assert run("status").returncode == 3
         log = (tmp_path / "smtpd.log").read_text()
-        assert "tcpserver: warning: stopping: waiting for 0 children" in log
+        # the greeting's session may still be ending when stop is sent
+        assert re.search(r"^tcpserver: warning: stopping: waiting for [01] children$", log,
+                         re.M)
         assert re.search(r"^tcpserver: ok \d+ mx\.example\.org:127\.0\.0\.1:", log, re.M)
     finally:
         if (tmp_path / "smtpd.pid").exists():
