@@ -43,9 +43,29 @@ Extensions (not in ucspi-tcp 0.88):
                            sent to a client refused by the per-IP limit
   --help, --version        this text / the version, on stdout (exit 0)
 
+Deployment (docs/deploy/):
+
+  --proxy-from cidr[,cidr...]
+                           connections from these addresses (load balancers)
+                           begin with a PROXY v1/v2 header naming the client
+  --proxy-timeout n        seconds to wait for that header (default 10)
+  --reuseport              SO_REUSEPORT: several tcpservers on one address
+  --fdname name            with host and port "- -": the systemd socket of
+                           that FileDescriptorName
+  --daemon                 detach (python-daemon) once bound
+  --pidfile file           write and lock a pidfile, removed at exit
+  --log file|syslog[:facility]
+                           with --daemon: where stderr goes
+  --stop-timeout n         SIGQUIT (graceful stop) waits at most n seconds
+                           for the children (default 30)
+
 Hosts: 0 means every IPv4 address (0.0.0.0), as in ucspi-tcp 0.88; ::
 means IPv4 and IPv6 (one dual-stack socket); a literal address or a name
-binds that address.
+binds that address.  Host and port both "-": serve the listening socket
+handed over by systemd (LISTEN_FDS) or on fd 0.
+
+Signals: SIGTERM exits at once (children keep running); SIGQUIT stops
+accepting, waits for the children, exits 0.
 
 Start it with a clean environment (env -i PATH=... tcpserver ...): every
 variable tcpserver is given reaches every program it runs; an inherited
@@ -74,6 +94,10 @@ Extensions (other options are ignored, as qmail's tcp-env ignores them):
   -p / -P    paranoid: set TCPREMOTEHOST only if the name resolves back to
              the client / set the name the PTR record gives (default)
   -l name    use name as TCPLOCALHOST instead of looking it up
+  --proxy-from cidr[,cidr...]
+             connections from these addresses (load balancers) begin with
+             a PROXY v1/v2 header naming the client
+  --proxy-timeout n   seconds to wait for that header (default 10)
   --help, --version   this text / the version, on stdout (exit 0)
 
 Exit status: 100 denied by a rule, 111 any failure.  More: docs/tcpserver.md.

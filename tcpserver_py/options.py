@@ -23,6 +23,9 @@ USAGE = ("tcpserver: usage: tcpserver [ -1UXpPhHrRoOdDqQv46 ] [ -c limit ] "
          "[ -x rules.cdb ] [ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] "
          "[ -l localname ] [ -t timeout ] [ -C perip ] [ -M message ] "
          "[ --ipv4 ] [ --ipv6 ] [ --per-ip-limit perip ] [ --per-ip-message message ] "
+         "[ --proxy-from cidr,... ] [ --proxy-timeout seconds ] [ --reuseport ] "
+         "[ --fdname name ] [ --daemon ] [ --pidfile file ] [ --log file|syslog ] "
+         "[ --stop-timeout seconds ] "
          "[ --help ] [ --version ] host port program")
 
 
