@@ -254,7 +254,23 @@ def main() -> None:
     else:
         queue = Spool(settings.spool_dir, clock, log)
     code = Driver(settings, Session(settings.session), queue, output, extras).run(started)
+    if settings.queue_program is None:
+        _sweep_after(output, settings.spool_dir)
     _exit(output, code)
+
+
+def _sweep_after(output, spool):
+    """Once the client has its last reply: remove abandoned spool/tmp files
+    (at most once per sweep.INTERVAL; see delivery/sweep.py)."""
+    try:
+        output.flush()
+    except Finished:
+        pass
+    from smtpd_child.delivery import sweep
+    try:
+        sweep.maybe_sweep(spool, time.time())
+    except Exception as e:      # never let housekeeping turn a session into an error
+        log(f"unable to sweep {spool}/tmp: {e}")
 
 
 def _exit(output, code):

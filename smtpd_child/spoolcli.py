@@ -3,6 +3,8 @@
     smtpd-spool SPOOLDIR list          one line per message: ID, size, sender, recipients
     smtpd-spool SPOOLDIR show ID       the envelope, a blank line, then the message
     smtpd-spool SPOOLDIR remove ID     delete one message
+    smtpd-spool SPOOLDIR sweep [HOURS] remove tmp/ files abandoned by killed
+                                       sessions, unchanged for HOURS (36)
 
 SPOOLDIR is QMAILHOME/spool (var/qmail/spool under `make run`).
 """
@@ -13,7 +15,8 @@ import sys
 from smtpd_child import usage
 from smtpd_child.delivery import spoolfile
 
-USAGE = "usage: smtpd-spool SPOOLDIR list | show ID | remove ID | --help | --version"
+USAGE = ("usage: smtpd-spool SPOOLDIR list | show ID | remove ID | sweep [HOURS]"
+         " | --help | --version")
 
 
 def fail(message: str, code: int = 111):
@@ -103,6 +106,18 @@ def remove_message(spool: str, ident: str) -> None:
         fail(f"unable to remove {path}: {e.strerror}")
 
 
+def sweep_tmp(spool: str, hours) -> None:
+    import time
+    from smtpd_child.delivery import sweep
+    if hours is not None and not hours.isdigit():
+        fail(f"bad number of hours: {hours!r}", 100)
+    if not os.path.isdir(os.path.join(spool, "tmp")):
+        fail(f"unable to sweep {os.path.join(spool, 'tmp')}: no such directory")
+    age = sweep.AGE if hours is None else int(hours) * 3600
+    removed, busy = sweep.sweep(spool, time.time(), age)
+    print(f"removed {removed}, kept {busy} still being written")
+
+
 def main() -> None:
     args = sys.argv[1:]
     try:
@@ -116,6 +131,8 @@ def main() -> None:
             show_message(args[0], args[2])
         elif len(args) == 3 and args[1] == "remove":
             remove_message(args[0], args[2])
+        elif len(args) in (2, 3) and args[1] == "sweep":
+            sweep_tmp(args[0], args[2] if len(args) == 3 else None)
         else:
             fail(USAGE, 100)
     except BrokenPipeError:

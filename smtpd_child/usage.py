@@ -45,6 +45,8 @@ SMTPD_SPOOL_HELP = """\
 usage: smtpd-spool SPOOLDIR list          one line per message: ID, size, sender, recipients
        smtpd-spool SPOOLDIR show ID       the envelope, a blank line, then the message
        smtpd-spool SPOOLDIR remove ID     delete one message
+       smtpd-spool SPOOLDIR sweep [HOURS] remove tmp/ files of killed sessions,
+                                          unchanged for HOURS (36)
        smtpd-spool --help | --version
 
 SPOOLDIR is smtpd-child's built-in spool, $QMAILHOME/spool.

@@ -55,6 +55,12 @@ class Spool:
             self.name = None
             self.log(f"unable to create {path}: {e.strerror}")
             return False
+        try:
+            # Held until the file is closed (or we die): sweep.py never
+            # removes a tmp/ file whose writer is alive.
+            os.lockf(fd, os.F_TLOCK, 0)
+        except OSError:
+            pass
         self.file = os.fdopen(fd, "wb", buffering=CHUNK)
         self.failed = None
         self.write(spoolfile.header(sender, recipients))

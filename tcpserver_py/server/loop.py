@@ -10,6 +10,7 @@ work (DNS, ident, rules) happens in the child, after the fork.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import select
@@ -27,6 +28,14 @@ from ..errstr import error_str
 from ..options import Options, QUIET, VERBOSE
 
 PROG = "tcpserver"
+
+# Out of descriptors, processes or memory: accept() or fork() fails at once,
+# and the listening socket stays readable.  Polling it again straight away
+# would spin at 100% CPU, so it is left alone for RESOURCE_PAUSE seconds
+# (a child's exit ends the pause sooner); clients wait in the backlog.
+OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
+                              errno.EAGAIN))
+RESOURCE_PAUSE = 0.5
 
 
 class _Signals:
@@ -89,6 +98,7 @@ def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes],
     if opts.proxy_from:
         proxy = ProxyIntake(opts.proxy_from, opts.proxy_timeout, poller, family, write, quiet)
     drain = None
+    paused = starved_logged = False
     while True:
         if _Signals.terminated:
             finish()
@@ -103,7 +113,7 @@ def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes],
             drain = Drain(table, opts.stop_timeout, write, quiet)
         if drain is not None and drain.done():
             finish()
-        want = len(table) + (len(proxy) if proxy is not None else 0) < limit
+        want = len(table) + (len(proxy) if proxy is not None else 0) < limit and not paused
         if want != polling_listener:
             if want:
                 poller.register(listen_fd, select.POLLIN)
@@ -111,9 +121,11 @@ def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes],
                 poller.unregister(listen_fd)
             polling_listener = want
         timeouts = [t for t in (proxy.poll_timeout() if proxy is not None else None,
-                                drain.poll_timeout() if drain is not None else None)
+                                drain.poll_timeout() if drain is not None else None,
+                                RESOURCE_PAUSE * 1000 if paused else None)
                     if t is not None]
         ready = poller.poll(min(timeouts) if timeouts else None)
+        paused = False
         for fd, _ in ready:
             if fd == wake_read:
                 try:
@@ -134,16 +146,27 @@ def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes],
         while drain is None and len(table) + (len(proxy) if proxy is not None else 0) < limit:
             try:
                 conn_fd, addr = listener._accept()   # (fd, address): no socket object
-            except OSError:
-                break                                # EAGAIN or a transient error
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in OUT_OF_RESOURCES:
+                    paused = True
+                    if not starved_logged:           # once per shortage, not per retry
+                        write(logfmt.warning(PROG, "unable to accept: "
+                                             + error_str(exc.errno)))
+                        starved_logged = True
+                break                                # or a transient error
             local = None
             if proxy is not None:
                 handed = proxy.admit(conn_fd, addr, _canonical_ip(addr))
                 if handed is None:
                     continue                         # held for its header, or dropped
                 conn_fd, addr, local = handed
-            _spawn(conn_fd, addr, table, opts, base_env, close_in_child,
-                   verbose, quiet, write, family if quick else 0, local=local)
+            if not _spawn(conn_fd, addr, table, opts, base_env, close_in_child,
+                          verbose, quiet, write, family if quick else 0, local=local):
+                paused = True                        # fork failed: no process to spare
+                break
+            starved_logged = False
             if _Signals.terminated:
                 finish()
 
@@ -176,8 +199,10 @@ def _canonical_ip(addr) -> str:
 def _spawn(conn_fd: int, addr, table: ChildTable, opts: Options,
            base_env: dict[bytes, bytes], close_in_child: tuple[int, ...],
            verbose: bool, quiet: bool, write, quick_family: int,
-           local: tuple[str, int] | None = None) -> None:
-    # `local`: the destination a PROXY header named (our TCPLOCALIP/PORT).
+           local: tuple[str, int] | None = None) -> bool:
+    """Start the child for a connection; False if fork() failed for want of
+    resources (the connection is dropped and logged, as the original does).
+    `local`: the destination a PROXY header named (our TCPLOCALIP/PORT)."""
     ip = _canonical_ip(addr)
     scope_id = addr[3] if len(addr) == 4 else 0
     count = table.count_for(ip) + 1
@@ -192,7 +217,7 @@ def _spawn(conn_fd: int, addr, table: ChildTable, opts: Options,
         if pid is not None:
             table.add(pid, ip)
             os.close(conn_fd)
-            return
+            return True
     try:
         pid = os.fork()
     except OSError as exc:
@@ -201,9 +226,10 @@ def _spawn(conn_fd: int, addr, table: ChildTable, opts: Options,
         if verbose:
             write(logfmt.status(PROG, len(table), opts.limit))
         os.close(conn_fd)
-        return
+        return exc.errno not in OUT_OF_RESOURCES
     if pid == 0:
         run_child(Accepted(conn_fd, ip, addr[1], scope_id, count, local), opts, base_env,
                   close_in_child, PROG)
     table.add(pid, ip)
     os.close(conn_fd)
+    return True
