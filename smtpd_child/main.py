@@ -250,7 +250,9 @@ def main() -> None:
     extras = setup_extensions(settings, checker, log, os.environ)
     output.timeout = settings.timeout
     if settings.queue_program is not None:
-        queue = QueueProgram(settings.queue_program, clock, os.environ, settings.timeout, log)
+        from smtpd_child.procenv import initial_environment
+        queue = QueueProgram(settings.queue_program, clock, initial_environment(),
+                             settings.timeout, log)
     else:
         queue = Spool(settings.spool_dir, clock, log)
     code = Driver(settings, Session(settings.session), queue, output, extras).run(started)

@@ -53,7 +53,7 @@ EDGE_MODULES = {
     "smtpd_child/setup_local.py", "smtpd_child/__main__.py",
     "smtpd_child/passwords/program.py", "smtpd_child/relayctrl/allow.py",
     "smtpd_child/relayctrl/check.py", "smtpd_child/relayctrl/age.py",
-    "smtpd_child/chainexec.py",
+    "smtpd_child/chainexec.py", "smtpd_child/procenv.py",
     "tcpserver_py/install/launchers.py", "tcpserver_py/install/check.py",
 }
 

@@ -1,0 +1,153 @@
+"""smtpd-child SIGKILLed at random points of a session, and the tmp/ sweep.
+
+Invariant: nothing partial is ever in spool/new, and every message whose
+250 reached the client is there, intact, exactly once.  Leftovers in
+spool/tmp are swept, never a file whose writer is alive.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import time
+
+from smtpd_child.delivery import sweep
+
+from .common import (Result, Smtp, audit_spool, body_for, fake_queue, make_home, program,
+                     smtpd_env, start_child)
+
+POINTS = ("greeting", "envelope", "data", "dot", "commit", "acked")
+SIZES = (300, 20_000, 400_000, 2_000_000)
+
+
+def one_session(env, log, body, point, rng) -> bool:
+    """Run one session, SIGKILL the child at `point`; True if a 250 for the
+    message reached the client (before or after the kill)."""
+    proc, sock = start_child(env, log)
+    smtp = Smtp(sock)
+    final = b""
+    try:
+        final = _drive(smtp, sock, body, point, rng)
+    except OSError:
+        pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    rest = smtp.rest()        # a 250 sent just before the kill still counts
+    sock.close()
+    return final.startswith(b"250 ok ") or b"\r\n250 ok " in b"\r\n" + rest
+
+
+def _drive(smtp, sock, body, point, rng) -> bytes:
+    smtp.reply()
+    if point == "greeting":
+        time.sleep(rng.random() * 0.005)
+        return b""
+    for line in (b"HELO stress", b"MAIL FROM:<stress@client.test>",
+                 b"RCPT TO:<box@example.org>"):
+        smtp.command(line)
+    if point == "envelope":
+        return b""
+    if not smtp.command(b"DATA").startswith(b"354"):
+        return b""
+    if point == "data":
+        sock.sendall(body[:rng.randrange(len(body))])
+        time.sleep(rng.random() * 0.01)
+        return b""
+    sock.sendall(body + b".\r\n")
+    if point == "dot":
+        return b""
+    if point == "commit":
+        # Somewhere in the spool write, fsync and rename (1-30 ms here).
+        time.sleep(rng.random() * 0.03)
+        return b""
+    return smtp.reply()     # "acked": killed after the 250
+
+
+def run_kills(base: pathlib.Path, count: int, with_queue: bool, seed: int = 12) -> Result:
+    name = f"SIGKILL x{count}, " + ("qmail-queue" if with_queue else "built-in spool")
+    result = Result(name)
+    rng = random.Random(seed + with_queue)
+    home = make_home(base, "kill-queue" if with_queue else "kill-spool")
+    extra = {"QMAILQUEUE": fake_queue(base)} if with_queue else {}
+    env = smtpd_env(home, **extra)
+    sent, acked = {}, set()
+    started = time.monotonic()
+    points = {}
+    with open(base / f"{name.split(',')[1].strip()}.log", "ab") as log:
+        for i in range(count):
+            token = f"k{int(with_queue)}-{i}-{rng.randrange(10**9)}"
+            body = body_for(token, rng.choice(SIZES))
+            sent[token] = body
+            point = POINTS[i % len(POINTS)]
+            if one_session(env, log, body, point, rng):
+                acked.add(token)
+            points[point] = points.get(point, 0) + 1
+    # Orphaned qmail-queue programs finish (or give up) on their own.
+    time.sleep(0.5 if with_queue else 0)
+    spool = home / "spool"
+    seen = audit_spool(spool, sent, acked, result)
+    leftovers = os.listdir(spool / "tmp")
+    result.faults = count if result.ok else 0
+    result.detail = (f"{len(acked)} acked, {len(seen)} in new/, "
+                     f"{len(leftovers)} left in tmp/")
+    if not with_queue:
+        sweep_leftovers(spool, leftovers, result)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def sweep_leftovers(spool: pathlib.Path, leftovers: list, result: Result) -> None:
+    """The killed sessions' tmp/ files go; a file being written does not."""
+    old = time.time() - sweep.AGE - 3600
+    for name in leftovers:
+        os.utime(spool / "tmp" / name, (old, old))
+    busy = _live_writer(spool)
+    try:
+        out = subprocess.run([program("smtpd-spool"), str(spool), "sweep"],
+                             capture_output=True, timeout=30)
+        left = sorted(os.listdir(spool / "tmp"))
+        result.check(out.returncode == 0, f"smtpd-spool sweep exited {out.returncode}")
+        result.check(left == [busy.name],
+                     f"after the sweep tmp/ holds {left}, expected only {busy.name}")
+        reply = busy.finish()
+        result.check(reply.startswith(b"250 ok"), f"live writer got {reply!r}")
+        result.detail += f"; swept {len(leftovers)}, live writer kept and delivered"
+    finally:
+        busy.close()
+
+
+class _live_writer:
+    """A session in the middle of DATA whose tmp file looks 37 hours old."""
+
+    def __init__(self, spool: pathlib.Path):
+        home = spool.parent
+        before = set(os.listdir(spool / "tmp"))
+        self.log = open(home / "live.log", "ab")
+        self.proc, sock = start_child(smtpd_env(home), self.log)
+        self.smtp = Smtp(sock)
+        self.smtp.reply()
+        for line in (b"HELO live", b"MAIL FROM:<a@client.test>", b"RCPT TO:<b@example.org>",
+                     b"DATA"):
+            self.smtp.command(line)
+        sock.sendall(b"X-Stress: live\r\n\r\nhalf of it\r\n")
+        for _ in range(200):
+            names = set(os.listdir(spool / "tmp")) - before
+            if names:
+                break
+            time.sleep(0.01)
+        self.name = names.pop()
+        old = time.time() - sweep.AGE - 3600
+        os.utime(spool / "tmp" / self.name, (old, old))
+
+    def finish(self) -> bytes:
+        self.smtp.sock.sendall(b"the rest\r\n.\r\n")
+        return self.smtp.reply()
+
+    def close(self) -> None:
+        self.smtp.sock.close()
+        self.proc.wait(timeout=30)
+        self.log.close()
