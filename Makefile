@@ -23,7 +23,7 @@ DEST = $(abspath $(PREFIX))
 LIBDIR = $(DEST)/lib/tcpserver-py
 MANDIR = $(DEST)/share/man/man1
 
-.PHONY: install install-prefix test run rules bench clean
+.PHONY: install install-prefix test run rules bench stress clean
 
 ifeq ($(strip $(PREFIX)),)
 install: $(VENV)/.installed
@@ -92,6 +92,13 @@ bench: install
 	@# set, every run would otherwise compile the sources again.
 	$(BIN)/python -m compileall -q tcpserver_py smtpd_child
 	$(BIN)/python -m bench.run_all
+
+# Faults, hostile input and load, a few minutes, loopback only, one summary
+# table; exits 1 when an invariant breaks (docs/reliability.md).
+# STRESS_ARGS=--quick for the small counts; --mode NAME picks tcpserver's mode.
+stress: install
+	$(BIN)/python -m compileall -q tcpserver_py smtpd_child
+	$(BIN)/python -m stress.run $(STRESS_ARGS)
 
 clean:
 	rm -rf $(VAR) .pytest_cache

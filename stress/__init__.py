@@ -1,0 +1,1 @@
+"""Proof under faults, hostile input and load: `make stress` (see docs/reliability.md)."""
