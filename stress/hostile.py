@@ -55,7 +55,7 @@ def run_slowloris(base: pathlib.Path, quick: bool = False, mode_args=()) -> Resu
     """-c 8 -C 3: six dribbling clients from one address, three idle ones from
     another; a third address is served meanwhile; timeoutsmtpd and the
     session deadline free every slot."""
-    result = Result("slowloris against -c 8 -C 3")
+    result = Result("slowloris against -c and -C")
     started = time.monotonic()
     timeout, deadline, drip = (1, 3, 0.5) if quick else (2, 6, 1.0)
     home = make_home(base, "slow", {"timeoutsmtpd": str(timeout)})
@@ -100,14 +100,51 @@ def run_slowloris(base: pathlib.Path, quick: bool = False, mode_args=()) -> Resu
         result.check(left == [], f"children left: {left}")
         result.check(server.alive(), "tcpserver exited")
         result.inputs = len(threads)
-        result.detail = (f"3 of 6 slow clients from one address admitted; deadline {deadline} s "
-                         f"and timeoutsmtpd {timeout} s freed all; another client served in "
-                         f"{served_in:.2f} s meanwhile")
     finally:
         stop.set()
         server.stop()
+    waited = _all_slots_taken(base, env, timeout, deadline, drip, mode_args, result)
+    result.inputs += 4
+    result.detail = (f"-C: 3 of 6 slow clients from one address admitted, another address "
+                     f"served in {served_in:.2f} s meanwhile; -c 4 full of slow clients from "
+                     f"two addresses: a new client served after {waited:.1f} s, when "
+                     f"timeoutsmtpd ({timeout} s) freed a slot; deadline {deadline} s ended "
+                     f"the dribblers")
     result.seconds = time.monotonic() - started
     return result
+
+
+def _all_slots_taken(base, env, timeout, deadline, drip, mode_args, result) -> float:
+    """-c 4 taken by two idle and two dribbling clients: a new client waits
+    in the backlog until timeoutsmtpd frees the idle ones' slots."""
+    server = Server(["-1", "-HRl", "stress.test", *mode_args, "-c", "4", "-C", "3",
+                     "127.0.0.1", "0", program("smtpd-child")], base / "slow-c.log", env=env)
+    stop = threading.Event()
+    record = {}
+    threads = [threading.Thread(target=_slow, args=(server.port, "127.0.0.6", 0, stop,
+                                                     record, f"idle{i}")) for i in range(2)]
+    threads += [threading.Thread(target=_slow, args=(server.port, "127.0.0.7", drip, stop,
+                                                      record, f"drip{i}")) for i in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        good = _good_session(server.port, "127.0.0.8")
+        waited = time.monotonic() - t0 + 0.3
+        result.check(good.startswith(b"250 ok "), f"client after the slow ones got {good!r}")
+        result.check(timeout - 0.5 <= waited < timeout + 2,
+                     f"client waited {waited:.1f} s for a slot (timeoutsmtpd {timeout} s)")
+        for thread in threads:
+            thread.join(timeout=deadline + timeout + 10)
+        for key, (got, took) in record.items():
+            end = replies.TIMEOUT if key.startswith("idle") else replies.SESSION_DEADLINE
+            result.check(got.endswith(end), f"-c phase {key} ended with {got[-60:]!r}")
+        result.check(server.alive(), "tcpserver exited")
+        return waited
+    finally:
+        stop.set()
+        server.stop()
 
 
 def _good_session(port: int, source: str) -> bytes:
@@ -205,8 +242,9 @@ def run_injection(base: pathlib.Path) -> Result:
             result.check(not any(b < 32 or b == 127 for b in address), f"envelope {address!r}")
     result.check(printable_log(log_path.read_bytes()), "smtpd-child logged control bytes")
     ident = _ident_injection(base, result)
+    dns = _dns_injection(base, result)
     result.detail = (f"{len(RELAY_TRICKS)} relay tricks refused; Received line masked; "
-                     f"qmail-queue env unchanged; {ident}")
+                     f"qmail-queue env unchanged; {ident}; {dns}")
     result.seconds = time.monotonic() - started
     return result
 
@@ -238,16 +276,7 @@ def _ident_injection(base: pathlib.Path, result: Result) -> str:
     server = Server(["-1", "-Hv", "-l", "stress.test", "-t", "3", ip, "0", "/usr/bin/env"],
                     base / "ident.log", env=dict(BASE_ENV))
     try:
-        with socket.create_connection((ip, server.port), timeout=10,
-                                      source_address=(ip, 0)) as sock:
-            sock.shutdown(socket.SHUT_WR)
-            out = b""
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                out += data
-        variables = dict(line.split(b"=", 1) for line in out.split(b"\n") if b"=" in line)
+        variables = _env_through(server, ip, ip)
         result.inputs += 1
         result.check(b"RELAYCLIENT" not in variables, "an ident answer set RELAYCLIENT")
         result.check(variables.get(b"TCPREMOTEINFO") == b"ev\x1bil",
@@ -260,6 +289,70 @@ def _ident_injection(base: pathlib.Path, result: Result) -> str:
     finally:
         server.stop()
         listener.close()
+
+
+def _env_through(server: Server, ip: str, source: str) -> dict:
+    with socket.create_connection((ip, server.port), timeout=10,
+                                  source_address=(source, 0)) as sock:
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            out += data
+    return dict(line.split(b"=", 1) for line in out.split(b"\n") if b"=" in line)
+
+
+EVIL_PTR = [b"ev\x1bil\r\nX", b"RELAYCLIENT=", b"exa mple\x00", b"org"]
+
+
+def _dns_injection(base: pathlib.Path, result: Result) -> str:
+    """A PTR answer whose labels hold ESC, CR LF, NUL, `=` and a space: the
+    name reaches TCPREMOTEHOST and the log escaped (djbdns octal)."""
+    ip, client = "127.0.53.9", "127.0.53.10"
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        udp.bind((ip, 53))
+    except OSError as exc:
+        udp.close()
+        return f"reverse-DNS part skipped: cannot bind {ip}:53 ({exc.strerror})"
+    udp.settimeout(0.2)
+    stop = threading.Event()
+    rdata = b"".join(bytes([len(label)]) + label for label in EVIL_PTR) + b"\0"
+
+    def serve():
+        while not stop.is_set():
+            try:
+                packet, peer = udp.recvfrom(4096)
+            except OSError:
+                continue
+            end = packet.index(b"\0", 12) + 5
+            answer = (packet[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00"
+                      + packet[12:end] + b"\xc0\x0c\x00\x0c\x00\x01\x00\x00\x00\x3c"
+                      + len(rdata).to_bytes(2, "big") + rdata)
+            udp.sendto(answer, peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    server = Server(["-1", "-Rv", "-l", "stress.test", ip, "0", "/usr/bin/env"],
+                    base / "dns.log", env=dict(BASE_ENV, DNSCACHEIP=ip))
+    try:
+        variables = _env_through(server, ip, client)
+        host = variables.get(b"TCPREMOTEHOST", b"")
+        result.inputs += 1
+        result.check(b"RELAYCLIENT" not in variables, "a PTR name set RELAYCLIENT")
+        result.check(host.startswith(b"ev\\033il\\015\\012x.") and
+                     all(33 <= b <= 126 for b in host), f"TCPREMOTEHOST is {host!r}")
+        time.sleep(0.2)
+        log = open(base / "dns.log", "rb").read()
+        result.check(printable_log(log), f"tcpserver logged control bytes: {log!r}")
+        return "PTR name with ESC/CR/LF/NUL escaped in TCPREMOTEHOST and the log"
+    finally:
+        stop.set()
+        server.stop()
+        thread.join(timeout=5)
+        udp.close()
 
 
 # -- floods -------------------------------------------------------------------

@@ -22,7 +22,7 @@ from . import fuzz, hostile, kills, load, queuefaults, starve
 from .common import ROOT, Result
 
 FULL = dict(kills=200, examples=3000, connections=100_000, sessions=10_000)
-QUICK = dict(kills=24, examples=200, connections=2000, sessions=200)
+QUICK = dict(kills=18, examples=200, connections=1000, sessions=100)
 
 
 def rules_cdb_checks() -> Result:
