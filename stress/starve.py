@@ -3,7 +3,7 @@
 
 Invariant: it logs the shortage, keeps its children (they go on serving),
 keeps serving new clients once resources return, never exits and never
-spins (its CPU while starved is measured and must stay under 10%).
+spins (its CPU while starved is measured and must stay under 5%).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .common import Result, Server, children_of, cpu_seconds, program
 
 UID = 54321               # an otherwise unused uid: RLIMIT_NPROC counts its processes
 MEASURE = 2.0             # seconds of CPU measurement while starved
-MAX_CPU_SHARE = 0.10
+MAX_CPU_SHARE = 0.05     # idle: ~0%; a spinning loop gets far more even on a busy machine
 
 
 def _held(port: int, source: str = "127.0.0.1") -> socket.socket:
