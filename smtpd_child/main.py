@@ -247,12 +247,12 @@ def main() -> None:
         _exit(output, 1)
     for warning in settings.warnings:
         log(warning)
+    from smtpd_child.procenv import undo_startup_changes
+    undo_startup_changes()      # qmail-queue and checkpassword get what we were given
     extras = setup_extensions(settings, checker, log, os.environ)
     output.timeout = settings.timeout
     if settings.queue_program is not None:
-        from smtpd_child.procenv import initial_environment
-        queue = QueueProgram(settings.queue_program, clock, initial_environment(),
-                             settings.timeout, log)
+        queue = QueueProgram(settings.queue_program, clock, os.environ, settings.timeout, log)
     else:
         queue = Spool(settings.spool_dir, clock, log)
     code = Driver(settings, Session(settings.session), queue, output, extras).run(started)
