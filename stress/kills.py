@@ -18,6 +18,7 @@ from smtpd_child.delivery import sweep
 
 from .common import (Result, Smtp, audit_spool, body_for, fake_queue, make_home, program,
                      smtpd_env, start_child)
+from .queuefaults import send_one
 
 POINTS = ("greeting", "envelope", "data", "dot", "commit", "acked")
 SIZES = (300, 20_000, 400_000, 2_000_000)
@@ -105,21 +106,32 @@ def run_kills(base: pathlib.Path, count: int, with_queue: bool, seed: int = 12) 
 
 
 def sweep_leftovers(spool: pathlib.Path, leftovers: list, result: Result) -> None:
-    """The killed sessions' tmp/ files go; a file being written does not."""
+    """The killed sessions' tmp/ files go, at the end of the next session
+    (smtpd-child's own sweep) and with `smtpd-spool sweep`; a file whose
+    writer is alive never does, however old it looks."""
     old = time.time() - sweep.AGE - 3600
     for name in leftovers:
         os.utime(spool / "tmp" / name, (old, old))
     busy = _live_writer(spool)
     try:
+        with open(spool.parent / "after.log", "ab") as log:
+            reply = send_one(smtpd_env(spool.parent), log, body_for("after", 300))
+        result.check(reply.startswith(b"250 ok "), f"session after the kills got {reply!r}")
+        left = sorted(os.listdir(spool / "tmp"))
+        result.check(left == [busy.name], f"after a session's sweep tmp/ holds {left}, "
+                     f"expected only the live writer's {busy.name}")
+        abandoned = spool / "tmp" / "0.1.abandoned"
+        abandoned.write_bytes(b"smtpd-spool 1\npartial")
+        os.utime(abandoned, (old, old))
         out = subprocess.run([program("smtpd-spool"), str(spool), "sweep"],
                              capture_output=True, timeout=30)
         left = sorted(os.listdir(spool / "tmp"))
         result.check(out.returncode == 0, f"smtpd-spool sweep exited {out.returncode}")
-        result.check(left == [busy.name],
-                     f"after the sweep tmp/ holds {left}, expected only {busy.name}")
+        result.check(left == [busy.name], f"after smtpd-spool sweep tmp/ holds {left}")
         reply = busy.finish()
         result.check(reply.startswith(b"250 ok"), f"live writer got {reply!r}")
-        result.detail += f"; swept {len(leftovers)}, live writer kept and delivered"
+        result.detail += (f"; {len(leftovers)} swept by the next session, the live writer's "
+                          "file kept (and its message delivered)")
     finally:
         busy.close()
 

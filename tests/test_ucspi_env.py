@@ -61,3 +61,10 @@ def test_per_ip_limit_from_rule():
     assert per_ip_limit(5, RuleValue(env=((b"MAXCONIP", b"2"), (b"MAXCONIP", b"9x")))) == 9
     assert per_ip_limit(5, RuleValue(env=((b"MAXCONIP", b"none"),))) == 0
     assert per_ip_limit(0, RuleValue(env=((b"OTHER", b"3"),))) == 0
+
+
+def test_ident_answer_with_nul_ends_there_as_in_c():
+    # exec refuses a NUL in the environment; the C tcpserver's env_put2 stops at it.
+    conn = Connection("127.0.0.1", 25, "10.1.2.3", 4000, remote_info=b"ev\x1bil\0RELAYCLIENT=")
+    env = child_environment({}, conn, None)
+    assert env[b"TCPREMOTEINFO"] == b"ev\x1bil" and b"RELAYCLIENT" not in env
