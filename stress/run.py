@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from . import fuzz, hostile, kills, load, queuefaults, starve
+from . import floods, fuzz, injection, kills, load, queuefaults, slowloris, starve
 from .common import ROOT, Result
 
 FULL = dict(kills=200, examples=3000, connections=100_000, sessions=10_000)
@@ -54,9 +54,9 @@ def checks(counts: dict, mode: str, quick: bool):
         ("nofile", lambda base: starve.run_nofile(base, mode_args)),
         ("rules-cdb", lambda base: rules_cdb_checks()),
         ("fuzz", lambda base: fuzz.run_fuzz(counts["examples"])),
-        ("slowloris", lambda base: hostile.run_slowloris(base, quick, mode_args)),
-        ("injection", hostile.run_injection),
-        ("floods", lambda base: hostile.run_floods(base, quick)),
+        ("slowloris", lambda base: slowloris.run_slowloris(base, quick, mode_args)),
+        ("injection", injection.run_injection),
+        ("floods", lambda base: floods.run_floods(base, quick)),
         ("connections", lambda base: load.run_connections(base, counts["connections"], mode)),
         ("sessions", lambda base: load.run_sessions(base, counts["sessions"], mode)),
     ]

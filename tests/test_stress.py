@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from stress import fuzz, hostile, kills, load, queuefaults, starve
+from stress import floods, fuzz, injection, kills, load, queuefaults, slowloris, starve
 
 
 def passed(result):
@@ -67,17 +67,17 @@ def test_parsers_fuzzed():
 
 @pytest.mark.timeout(60)
 def test_slowloris(tmp_path):
-    passed(hostile.run_slowloris(tmp_path, quick=True))
+    passed(slowloris.run_slowloris(tmp_path, quick=True))
 
 
 @pytest.mark.timeout(60)
 def test_injection(tmp_path):
-    passed(hostile.run_injection(tmp_path))
+    passed(injection.run_injection(tmp_path))
 
 
 @pytest.mark.timeout(60)
 def test_floods(tmp_path):
-    passed(hostile.run_floods(tmp_path, quick=True))
+    passed(floods.run_floods(tmp_path, quick=True))
 
 
 @pytest.mark.timeout(120)
