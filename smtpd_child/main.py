@@ -32,6 +32,10 @@ WRITE_SIZE = 512
 
 
 def log(message: str) -> None:
+    # One line whatever the text holds: a control byte (from an exception's
+    # text, say) is written as \xNN, never raw into the administrator's log.
+    if not message.isprintable():
+        message = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in message)
     try:
         os.write(2, f"smtpd-child: {message}\n".encode(errors="replace"))
     except OSError:
