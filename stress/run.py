@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         if not args.keep and all(r.ok for r in results):
             shutil.rmtree(base, ignore_errors=True)
     print()
-    print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"({os.uname().nodename})")
+    print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     print(table(results))
     broken = [r for r in results if not r.ok or r.lost or r.duplicated or r.relays]
     return 1 if broken else 0
