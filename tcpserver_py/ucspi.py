@@ -50,7 +50,7 @@ def connection_env(conn: Connection) -> list[Edit]:
         (b"TCPREMOTEIP", remote_ip),
         (b"TCPREMOTEPORT", remote_port),
         (b"TCPREMOTEHOST", conn.remote_host),
-        (b"TCPREMOTEINFO", c_string(conn.remote_info)),
+        (b"TCPREMOTEINFO", conn.remote_info),
     ]
     if conn.ipv6:
         # IPv6 clients also get the TCP6* copies that ucspi-tcp6 sets: all
@@ -63,15 +63,6 @@ def connection_env(conn: Connection) -> list[Edit]:
         if conn.interface:
             edits.append((b"TCP6INTERFACE", conn.interface))
     return edits
-
-
-def c_string(value: bytes | None) -> bytes | None:
-    """A value as the C programs pass it in the environment: up to its first
-    NUL.  An ident answer may hold one (only the log line shows the rest,
-    masked); exec would refuse the whole environment otherwise."""
-    if value is None:
-        return None
-    return value.split(b"\0", 1)[0]
 
 
 def rule_env(rule: RuleValue | None) -> list[Edit]:
