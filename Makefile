@@ -98,7 +98,7 @@ bench: install
 # STRESS_ARGS=--quick for the small counts; --mode NAME picks tcpserver's mode.
 stress: install
 	$(BIN)/python -m compileall -q tcpserver_py smtpd_child
-	$(BIN)/python -m stress.run $(STRESS_ARGS)
+	cd tests && $(abspath $(BIN))/python -m stress.run $(STRESS_ARGS)
 
 clean:
 	rm -rf $(VAR) .pytest_cache

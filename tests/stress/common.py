@@ -17,7 +17,7 @@ import time
 from smtpd_child.delivery import spoolfile
 
 VENV_BIN = pathlib.Path(sys.executable).parent
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]     # the checkout
 BASE_ENV = {"PATH": "/usr/bin:/bin"}
 
 

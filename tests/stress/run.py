@@ -1,6 +1,6 @@
 """`make stress`: every check, one summary table, exit 1 if an invariant broke.
 
-    python -m stress.run [--quick] [--mode exec] [--only NAME[,NAME...]]
+    cd tests && python -m stress.run [--quick] [--mode exec] [--only NAME[,NAME...]]
 
 --quick runs the small counts `make test` uses (tests/test_stress.py runs
 the same functions with assertions).  Loopback only; needs root for the

@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from smtpd_child.auth import sasl
 from smtpd_child.smtp import replies
 from smtpd_child.smtp.address import esmtp_size, parse_path
 from smtpd_child.smtp.envelope import received_line, safe
@@ -23,7 +24,7 @@ from smtpd_child.smtp.policy import Policy
 from smtpd_child.smtp.protocol import (COMMIT, INTERNAL_ERROR, OPEN, SEND, Session,
                                        SessionConfig)
 from tcpserver_py import logfmt
-from tcpserver_py.net import dnswire
+from tcpserver_py.net import dnswire, proxy
 from tcpserver_py.net.lookup import IDENT_VALUE_LIMIT, parse_ident_reply
 from tcpserver_py.rules.parse import RuleSyntaxError, parse_line
 
@@ -199,6 +200,61 @@ def check_data(chunks: list) -> None:
 
 
 register("DATA decoder", st.lists(_joined(DATA_PIECES, 10), max_size=8), check_data)
+
+
+# -- the PROXY protocol header ------------------------------------------------
+
+PROXY_PIECES = [proxy.V1_PREFIX, proxy.V2_SIGNATURE, b"TCP4 ", b"TCP6 ", b"UNKNOWN",
+                b"127.0.0.5 ", b"::1 ", b"65535 ", b"99999 ", b"\r\n", b"\n", b"\x21",
+                b"\x20", b"\x11", b"\x21\x00\x0c", b"\xff\xff", b"\0" * 12, b"x" * 120]
+
+
+def check_proxy(data: bytes) -> None:
+    """Never anything but a header, a request for a bounded number of bytes
+    more, or ProxyError; a header never claims more bytes than it was given."""
+    try:
+        found = proxy.parse(data)
+    except proxy.ProxyError:
+        return
+    if isinstance(found, proxy.Need):
+        assert 0 < found.count <= proxy.V2_FIXED + proxy.MAX_V2_LENGTH
+    else:
+        assert isinstance(found, proxy.Header) and 0 < found.length <= len(data)
+
+
+register("PROXY header parser", _joined(PROXY_PIECES, 12), check_proxy)
+
+# -- the AUTH decoder -----------------------------------------------------------
+
+SASL_MECHANISMS = [b"PLAIN", b"LOGIN", b"CRAM-MD5", b"plain", b"X", b""]
+SASL_PIECES = [b"AHVzZXIAcGFzcw==", b"dXNlcg==", b"*", b"=", b"====", b"\0", b"\r",
+               b"\xff", b"A" * 2000, b"dXNlcgBwYXNz", b"ab", b"0123456789abcdef"]
+
+
+def check_sasl(steps) -> None:
+    """Every step answers a known kind; a CHECK carries user and password
+    within MAX_FIELD, with no NUL; the reply texts are whole lines."""
+    mechanism, initial, lines = steps
+    exchange = sasl.Exchange(mechanism, b"1700000000", b"<1.2.3@localhost>")
+    step = exchange.start(initial)
+    for line in [None] + lines:
+        if line is not None:
+            step = exchange.feed(line)
+        kind = step[0]
+        if kind == sasl.CHECK:
+            user, password = step[1], step[2]
+            assert 0 < len(user) <= sasl.MAX_FIELD and b"\0" not in user
+            assert len(password) <= sasl.MAX_FIELD and b"\0" not in password
+            return
+        assert kind in (sasl.CHALLENGE, sasl.REFUSE), step
+        assert step[1].endswith(b"\r\n") and step[1].count(b"\n") == 1
+        if kind == sasl.REFUSE:
+            return
+
+
+register("AUTH decoder", st.tuples(st.sampled_from(SASL_MECHANISMS),
+                                   st.none() | _joined(SASL_PIECES, 4),
+                                   st.lists(_joined(SASL_PIECES, 4), max_size=4)), check_sasl)
 
 
 # -- running ------------------------------------------------------------------
