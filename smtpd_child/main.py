@@ -4,7 +4,8 @@ tcpserver, tcp-env/inetd, or plain pipes; with a checkpassword command, AUTH.
 The driver around protocol.Session: read with a per-read timeout
 (`timeoutsmtpd`) and an overall session deadline, write with the same
 timeout, run the queue, exit 0 after QUIT and 1 otherwise.  Imports stay
-small: the time from exec to the greeting is the cost of every connection.
+small: the time from exec to the greeting is the cost of every connection,
+so the queue, which the greeting does not need, is imported after it.
 """
 
 import os
@@ -21,7 +22,6 @@ from smtpd_child.actions import setup as setup_extensions
 from smtpd_child.smtp import replies
 from smtpd_child.smtp.protocol import (ABORT, CLOSE, COMMIT, FLUSH, INTERNAL_ERROR, OPEN, SEND,
                                   WRITE, Session)
-from smtpd_child.delivery.queue import QueueProgram, Spool
 
 READ_SIZE = 65536
 # qmail-smtpd's output buffer size.  fd 1 stays blocking (it is often an open
@@ -107,6 +107,19 @@ class Output:
             # As below: past the deadline a reply still goes out if there is room.
             wait = max(0.0, min(wait, self.deadline - time.monotonic()))
         return wait
+
+
+class LazyQueue:
+    """The queue, built (and its module imported) when a message starts."""
+
+    def __init__(self, make):
+        self._make = make
+        self._queue = None
+
+    def __getattr__(self, name):
+        if self._queue is None:
+            self._queue = self._make()
+        return getattr(self._queue, name)
 
 
 class Driver:
@@ -255,10 +268,14 @@ def main() -> None:
     undo_startup_changes()      # qmail-queue and checkpassword get what we were given
     extras = setup_extensions(settings, checker, log, os.environ)
     output.timeout = settings.timeout
-    if settings.queue_program is not None:
-        queue = QueueProgram(settings.queue_program, clock, os.environ, settings.timeout, log)
-    else:
-        queue = Spool(settings.spool_dir, clock, log)
+
+    def make_queue():
+        from smtpd_child.delivery.queue import QueueProgram, Spool
+        if settings.queue_program is not None:
+            return QueueProgram(settings.queue_program, clock, os.environ, settings.timeout, log)
+        return Spool(settings.spool_dir, clock, log)
+
+    queue = LazyQueue(make_queue)
     code = Driver(settings, Session(settings.session), queue, output, extras).run(started)
     if settings.queue_program is None:
         _sweep_after(output, settings.spool_dir)
