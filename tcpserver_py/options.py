@@ -74,6 +74,7 @@ class Options:
     pidfile: str | None = None         # --pidfile FILE
     log: str | None = None             # --log FILE|syslog (with --daemon)
     stop_timeout: int = 30             # --stop-timeout seconds (SIGQUIT drain)
+    preload: bool = False              # --preload
 
 
 ULONG_MODULUS = 1 << 64
@@ -160,6 +161,7 @@ WITH_ARGUMENT = "".join(ARGUMENT_FIELDS)
 # how the argument is read).  --help and --version are answered by main.
 LONG_FLAG_FIELDS: dict[str, tuple[str, object]] = {
     "--ipv4": FLAG_FIELDS["4"], "--ipv6": FLAG_FIELDS["6"],
+    "--preload": ("preload", True),
 }
 LONG_ARGUMENT_FIELDS: dict[str, tuple[str, object]] = {
     "--per-ip-limit": ARGUMENT_FIELDS["C"], "--per-ip-message": ARGUMENT_FIELDS["M"],

@@ -21,9 +21,11 @@ from .net.listen import ListenError, open_listener
 from .options import QUIET, InfoRequested, UsageError, parse_args
 # Everything the server and its children run is imported now, before -u/-g
 # may take away the right to read the interpreter's files (preload() below
-# adds the codecs that would be imported lazily).
+# adds the codecs that would be imported lazily; --preload, the program).
+from .server.child import DEFAULT_PATH
 from .server.loop import serve
 from .server.daemonize import DaemonError, Pidfile, absolute_paths, detach, open_log
+from .server.noexec import prepare as prepare_preload
 from .server.preload import preload
 
 PROG = "tcpserver"
@@ -83,6 +85,12 @@ def main() -> None:
     if relay and opts.verbosity != QUIET:
         os.write(2, logfmt.warning(PROG, relay))
     preload()
+    preloaded = None
+    if opts.preload:
+        # Imported now, while the interpreter's files are surely readable.
+        preloaded, why_not = prepare_preload(opts.program, base_env.get(b"PATH", DEFAULT_PATH))
+        if preloaded is None and opts.verbosity != QUIET:
+            os.write(2, logfmt.warning(PROG, f"not preloaded, run by exec: {why_not}"))
     _drop_privileges(opts, fatal)
     if opts.print_port:
         try:

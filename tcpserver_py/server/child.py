@@ -67,8 +67,10 @@ class ChildLog:
 
 
 def run_child(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
-              close_fds: tuple[int, ...], prog: str = "tcpserver") -> NoReturn:
-    """Serve one connection in the forked child; never returns."""
+              close_fds: tuple[int, ...], prog: str = "tcpserver",
+              preloaded=None) -> NoReturn:
+    """Serve one connection in the forked child; never returns.  With
+    `preloaded` (noexec.Preloaded) the program runs here instead of by exec."""
     status = TEMPORARY
     log = ChildLog(prog, opts.verbosity)
     try:
@@ -79,7 +81,7 @@ def run_child(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in close_fds:
             os.close(fd)
-        status = _serve(accepted, opts, base_env, log)
+        status = _serve(accepted, opts, base_env, log, preloaded)
     except Drop as exc:
         log.drop(str(exc))
         status = TEMPORARY
@@ -98,7 +100,7 @@ def run_child(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
 
 
 def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
-           log: ChildLog) -> int:
+           log: ChildLog, preloaded=None) -> int:
     pid = os.getpid()
     remote_ip = accepted.remote_ip
     log.info(logfmt.pid_from(log.prog, pid, remote_ip))
@@ -185,6 +187,8 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
     if accepted.fd > 1:
         sock.detach()
         os.close(accepted.fd)
+    if preloaded is not None:
+        preloaded.run(env)            # never returns: ends in os._exit
     err = exec_program(opts.program, env, base_env.get(b"PATH", DEFAULT_PATH))
     raise Drop(f"unable to run {opts.program[0]}: {error_str(err)}")
 

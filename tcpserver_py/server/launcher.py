@@ -1,0 +1,64 @@
+"""Which programs `tcpserver --preload` can run without exec (pure).
+
+A program is run preloaded only when the file exec would run is one of the
+launchers `make install` writes (`#!PYTHON -IS`, the project's path, `from
+MODULE import main`, `sys.exit(main())`), for the same interpreter as
+tcpserver's, and MODULE is listed here.  Anything else -- a C program, a
+shell wrapper, `env VAR=x smtpd-child`, pip's own wrapper -- is exec'd.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+
+# The modules whose main() may run in a forked tcpserver, each with the
+# modules it would import later (after its greeting, or only for some
+# sessions): importing them in the parent spares every child the work.
+# smtpd-child reads its control files and environment in main(), at every
+# call, and keeps no module-level state, so one import serves every
+# connection exactly as a fresh interpreter would.
+PRELOADABLE: dict[str, tuple[str, ...]] = {
+    "smtpd_child.main": ("select", "smtpd_child.delivery.queue", "cdbx", "array", "fcntl",
+                         "socket", "struct"),
+}
+
+_LAUNCHER = re.compile(
+    rb"#!(?P<python>/[^\s]+) -IS\n"
+    rb"import sys\n"
+    rb"sys\.path\[:0\] = (?P<path>\[[^\n]*\])\n"
+    rb"from (?P<module>[A-Za-z_][\w.]*) import main\n"
+    rb"sys\.exit\(main\(\)\)\n\Z")
+
+
+@dataclass(frozen=True)
+class Launcher:
+    python: str               # the interpreter of the #! line
+    path: tuple[str, ...]     # what the launcher puts first on sys.path
+    module: str               # whose main() it runs
+
+
+def parse_launcher(text: bytes) -> Launcher | None:
+    """The launcher written by `make install`, or None for any other file."""
+    found = _LAUNCHER.match(text)
+    if found is None:
+        return None
+    try:
+        path = ast.literal_eval(found["path"].decode("utf-8"))
+    except (ValueError, SyntaxError, UnicodeDecodeError):
+        return None
+    if not isinstance(path, list) or not all(isinstance(entry, str) for entry in path):
+        return None
+    return Launcher(python=found["python"].decode("utf-8", "surrogateescape"),
+                    path=tuple(path), module=found["module"].decode("ascii"))
+
+
+def exit_status(code: object) -> tuple[int, str | None]:
+    """What CPython does with sys.exit(code): (exit status, text for stderr)."""
+    if code is None:
+        return 0, None
+    if isinstance(code, bool) or isinstance(code, int):
+        # exit() takes a C int: CPython passes the low bits on, as the kernel does.
+        return int(code) & 0xFF, None
+    return 1, str(code)

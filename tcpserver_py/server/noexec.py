@@ -1,0 +1,233 @@
+"""`tcpserver --preload`: run one of our Python programs in the forked child.
+
+At start-up (before -u/-g) tcpserver imports the program's module once;
+for each connection the ordinary child (child.py) does everything it does
+today -- banner, lookups, rules, the environment, the socket on fd 0/1 --
+and where it would exec the program it calls Preloaded.run instead, which
+first makes the process what exec would have made it, then runs the
+program's main() and ends in os._exit: it never returns into server code.
+
+What exec would have made it (each step below says why):
+  - descriptors: every close-on-exec descriptor closed (the listening
+    socket, the wakeup pipe, anything of the interpreter's); inheritable
+    ones (0, 1, 2 and any a supervisor passed on) kept;
+  - signals: caught ones back to their defaults, ignored ones left ignored,
+    then what a starting CPython sets (SIGPIPE and SIGXFSZ ignored, SIGINT
+    raising KeyboardInterrupt); the mask is untouched, as exec leaves it;
+  - the environment: os.environ and the C environment replaced by the one
+    built from the rules, with CPython's start-up locale coercion (PEP 538:
+    LC_CTYPE=C.UTF-8 when the locale would be C) and TZ read again;
+  - sys.argv and the process name (/proc/PID/comm) of the program;
+  - atexit: the parent's handlers dropped, the program's run at its exit;
+    sys.exit() codes and uncaught exceptions end the process as CPython's
+    own exit does.
+Left as they are, being a start-up choice of the interpreter: the hash
+seed, the UTF-8 mode, sys.flags and sys.path (the launcher's path is
+already on it).  /proc/PID/cmdline and /proc/PID/environ still show
+tcpserver's (the kernel's copies of the first exec), as with any server that
+forks without exec.
+"""
+
+from __future__ import annotations
+
+import _locale
+import atexit
+import gc
+import importlib
+import os
+import signal
+import sys
+import time
+from typing import Callable, NoReturn
+
+from .launcher import PRELOADABLE, exit_status, parse_launcher
+
+LAUNCHER_MAX = 4096          # our launchers are about 200 bytes
+COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")    # CPython's, in its order
+PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+class Preloaded:
+    """One imported program, run in each forked child instead of exec."""
+
+    def __init__(self, path: bytes, args: tuple[str, ...], main: Callable[[], object]):
+        self.path = path             # the launcher exec would have run
+        self.args = args             # argv[1:] as given to tcpserver
+        self.main = main
+        self.comm = os.path.basename(path)[:15]
+
+    def run(self, env: dict[bytes, bytes]) -> NoReturn:
+        """In the forked child, with the socket on fd 0/1: become what exec
+        would have made of this process, run main(), exit.  Never returns."""
+        # Unreachable cycles may hold descriptors: collect them now, so no
+        # finalizer can later close a number the program has reused.
+        gc.collect()
+        _close_on_exec()
+        _signals_as_after_exec()
+        _replace_environment(env)
+        sys.argv = [os.fsdecode(self.path), *self.args]
+        _set_comm(self.comm)
+        atexit._clear()
+        status = 1
+        try:
+            try:
+                code = self.main()
+            except SystemExit as exc:
+                code = exc.code
+            status, text = exit_status(code)
+            if text is not None:
+                print(text, file=sys.stderr)
+        except KeyboardInterrupt:
+            # CPython ends with the signal itself (status: killed by SIGINT).
+            _flush_and_run_atexit()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        except BaseException:
+            try:
+                sys.excepthook(*sys.exc_info())
+            except BaseException:
+                pass
+            status = 1
+        _flush_and_run_atexit()
+        os._exit(status)
+
+
+def prepare(program: tuple[str, ...], search_path: bytes) -> tuple[Preloaded | None, str]:
+    """Import PROGRAM if it can be preloaded: (Preloaded, "") or (None, why not)."""
+    path = _find(program[0], search_path)
+    if path is None:
+        return None, f"{program[0]} not found"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, LAUNCHER_MAX + 1)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return None, f"unable to read {os.fsdecode(path)}: {exc.strerror}"
+    launcher = parse_launcher(text) if len(text) <= LAUNCHER_MAX else None
+    if launcher is None or launcher.module not in PRELOADABLE:
+        return None, f"{os.fsdecode(path)} is not a launcher of a preloadable program"
+    if not _same_interpreter(launcher.python):
+        return None, f"{os.fsdecode(path)} runs another interpreter ({launcher.python})"
+    for entry in reversed(launcher.path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    try:
+        module = importlib.import_module(launcher.module)
+        main = module.main
+    except Exception as exc:
+        return None, f"unable to import {launcher.module}: {type(exc).__name__}: {exc}"
+    for name in PRELOADABLE[launcher.module]:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass             # imported later by the child if it needs it, as under exec
+    return Preloaded(path, program[1:], main), ""
+
+
+def _find(name: str, search_path: bytes) -> bytes | None:
+    """The file exec_program would run: PATH searched as djb's pathexec does."""
+    program = os.fsencode(name)
+    if b"/" in program:
+        candidates = [program]
+    else:
+        candidates = [(entry or b".") + b"/" + program for entry in search_path.split(b":")]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _same_interpreter(python: str) -> bool:
+    try:
+        return os.path.samefile(python, sys.executable)
+    except OSError:
+        return False
+
+
+def _close_on_exec() -> None:
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))   # no /proc: keep 0, 1, 2 only
+        return
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            try:
+                if not os.get_inheritable(fd):
+                    os.close(fd)
+            except OSError:
+                pass             # the listing's own descriptor, already gone
+
+
+def _signals_as_after_exec() -> None:
+    for signum in range(1, signal.NSIG):
+        try:
+            handler = signal.getsignal(signum)
+            if callable(handler):          # caught: exec resets it to the default
+                signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    for signum in PYTHON_IGNORES:
+        signal.signal(signum, signal.SIG_IGN)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_DFL:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _replace_environment(env: dict[bytes, bytes]) -> None:
+    environ = os.environb            # shares its data with os.environ; putenv/unsetenv
+    for key in list(environ):
+        del environ[key]
+    for key, value in env.items():
+        # execve passes "key=value": a name with "=" in it is cut there.
+        name, eq, rest = key.partition(b"=")
+        if eq:
+            value = rest + b"=" + value
+        if name and name not in environ:
+            environ[name] = value
+    _coerce_locale(environ)
+    time.tzset()
+
+
+def _coerce_locale(environ) -> None:
+    """CPython's start-up, for this environment: LC_CTYPE from it, and the C
+    locale coerced to a UTF-8 one (PEP 538) unless LC_ALL is set."""
+    try:
+        current = _locale.setlocale(_locale.LC_CTYPE, "")
+    except _locale.Error:
+        current = _locale.setlocale(_locale.LC_CTYPE, "C")
+    if environ.get(b"LC_ALL") or current not in ("C", "POSIX"):
+        return
+    for target in COERCION_TARGETS:
+        try:
+            _locale.setlocale(_locale.LC_CTYPE, target)
+        except _locale.Error:
+            continue
+        environ[b"LC_CTYPE"] = target.encode()
+        return
+
+
+def _set_comm(name: bytes) -> None:
+    try:
+        fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, name)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _flush_and_run_atexit() -> None:
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BaseException:
+            pass
