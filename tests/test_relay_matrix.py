@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import our_program, peer_program
-from smtpd_servers import c_tcpserver, make_home
+from smtpd_servers import c_tcpserver, make_home, run_smtpd, smtpd_mode  # noqa: F401
 
 D = b"nmap.scanme.org"
 S = b"mail.example.com"
@@ -70,8 +70,9 @@ TRICKS_ACCEPTED = [
 ]
 
 
-def probe(home, pairs, **env):
-    """One session like nmap's: RSET, MAIL, RCPT per pair; returns (MAIL, RCPT) codes."""
+def probe(home, pairs, mode="exec", **env):
+    """One session like nmap's: RSET, MAIL, RCPT per pair; returns (MAIL, RCPT) codes.
+    mode: smtpd-child over pipes ("exec") or forked by tcpserver --preload."""
     script = b"EHLO nmap.scanme.org\r\n"
     for sender, rcpt_arg in pairs:
         script += b"RSET\r\nMAIL FROM:<" + sender + b">\r\nRCPT " + rcpt_arg + b"\r\n"
@@ -79,25 +80,28 @@ def probe(home, pairs, **env):
     # (a real session would end after 20 refusals: the error limit is not tested here)
     environment = {"QMAILHOME": str(home), "TCPREMOTEIP": "127.0.0.1",
                    "TCPLOCALIP": "127.0.0.1", "SMTPD_ERROR_LIMIT": "100000", **env}
-    out = subprocess.run([our_program("smtpd-child")], input=script, capture_output=True,
-                         env=environment, timeout=30).stdout
+    out = run_smtpd(mode, script, environment, timeout=30)[0]
     replies = out.split(b"\r\n")[5:-2]     # after greeting + EHLO, before 221
     assert len(replies) == 3 * len(pairs), out
     return [(replies[3 * i + 1][:3], replies[3 * i + 2][:3]) for i in range(len(pairs))]
+
+
+def probe_in(mode, home, pairs, **env):
+    return probe(home, pairs, mode, **env)
 
 
 def nmap_pairs():
     return [(sender.strip(b"<>"), b"TO:<" + rcpt + b">") for sender, rcpt in NMAP_CASES]
 
 
-def test_nmap_cases_refused_without_relayclient(tmp_path):
-    codes = probe(make_home(tmp_path), nmap_pairs())
+def test_nmap_cases_refused_without_relayclient(tmp_path, smtpd_mode):
+    codes = probe_in(smtpd_mode, make_home(tmp_path), nmap_pairs())
     assert [rcpt for _, rcpt in codes] == [b"553"] * 16
     assert [mail for mail, _ in codes] == [b"250"] * 16
 
 
-def test_nmap_cases_accepted_with_relayclient(tmp_path):
-    codes = probe(make_home(tmp_path), nmap_pairs(), RELAYCLIENT="")
+def test_nmap_cases_accepted_with_relayclient(tmp_path, smtpd_mode):
+    codes = probe_in(smtpd_mode, make_home(tmp_path), nmap_pairs(), RELAYCLIENT="")
     assert codes == [(b"250", b"250")] * 16
 
 
@@ -106,29 +110,29 @@ def tricks():
             TRICKS_REFUSED + TRICKS_ALWAYS_REFUSED + TRICKS_ACCEPTED]
 
 
-def test_classic_tricks_without_relayclient(tmp_path):
-    codes = [rcpt for _, rcpt in probe(make_home(tmp_path), tricks())]
+def test_classic_tricks_without_relayclient(tmp_path, smtpd_mode):
+    codes = [rcpt for _, rcpt in probe_in(smtpd_mode, make_home(tmp_path), tricks())]
     n, m = len(TRICKS_REFUSED), len(TRICKS_ALWAYS_REFUSED)
     assert all(code[:1] == b"5" for code in codes[:n + m]), codes
     assert codes[n + m:] == [b"250"] * len(TRICKS_ACCEPTED)
 
 
-def test_classic_tricks_with_relayclient(tmp_path):
-    codes = [rcpt for _, rcpt in probe(make_home(tmp_path), tricks(), RELAYCLIENT="")]
+def test_classic_tricks_with_relayclient(tmp_path, smtpd_mode):
+    codes = [rcpt for _, rcpt in probe_in(smtpd_mode, make_home(tmp_path), tricks(), RELAYCLIENT="")]
     n, m = len(TRICKS_REFUSED), len(TRICKS_ALWAYS_REFUSED)
     assert codes[:n] == [b"250"] * n
     assert codes[n:n + m] == [b"555"] * m
     assert codes[n + m:] == [b"250"] * len(TRICKS_ACCEPTED)
 
 
-def test_sender_injection_refused(tmp_path):
-    codes = probe(make_home(tmp_path), [(b"a@b\x00Tvictim@other.test", b"TO:<u@example.com>")],
+def test_sender_injection_refused(tmp_path, smtpd_mode):
+    codes = probe_in(smtpd_mode, make_home(tmp_path), [(b"a@b\x00Tvictim@other.test", b"TO:<u@example.com>")],
                   RELAYCLIENT="")
     assert codes == [(b"555", b"503")]
 
 
-def test_missing_rcpthosts_is_not_an_open_relay(tmp_path):
-    codes = probe(make_home(tmp_path, rcpthosts=None), nmap_pairs())
+def test_missing_rcpthosts_is_not_an_open_relay(tmp_path, smtpd_mode):
+    codes = probe_in(smtpd_mode, make_home(tmp_path, rcpthosts=None), nmap_pairs())
     assert [rcpt for _, rcpt in codes] == [b"553"] * 16
 
 
@@ -143,26 +147,28 @@ def run_nmap(port):
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("server", ["c", "ours"])
+@pytest.mark.parametrize("server", ["c", "ours", "ours-preload"])
 def test_nmap_finds_no_relay_under_tcpserver_x(tmp_path, server):
     tcpserver = our_program("tcpserver") if server == "ours" else None
+    preload = server == "ours-preload"
     home = make_home(tmp_path)
-    with c_tcpserver(tmp_path, home, ":allow\n", tcpserver=tcpserver) as port:
+    with c_tcpserver(tmp_path, home, ":allow\n", tcpserver=tcpserver, preload=preload) as port:
         output = run_nmap(port)
     assert "smtp-open-relay" in output
     assert "Server doesn't seem to be an open relay, all tests failed" in output
     # The same scan against a client granted RELAYCLIENT proves the probes really ran.
     with c_tcpserver(tmp_path, home, '127.0.0.1:allow,RELAYCLIENT=""\n:allow\n',
-                     tcpserver=tcpserver) as port:
+                     tcpserver=tcpserver, preload=preload) as port:
         output = run_nmap(port)
     assert "Server is an open relay (16/16 tests)" in output
 
 
 @pytest.mark.timeout(60)
-def test_swaks_delivers_to_a_hosted_domain_into_the_spool(tmp_path):
+@pytest.mark.parametrize("preload", [False, True], ids=["c-tcpserver", "ours-preload"])
+def test_swaks_delivers_to_a_hosted_domain_into_the_spool(tmp_path, preload):
     swaks = peer_program("/usr/bin/swaks")
     home = make_home(tmp_path)
-    with c_tcpserver(tmp_path, home, ":allow\n") as port:
+    with c_tcpserver(tmp_path, home, ":allow\n", preload=preload) as port:
         server = f"127.0.0.1:{port}"
         ok = subprocess.run([swaks, "--server", server, "-f", "sender@client.test",
                              "-t", "user@example.com", "--header", "Subject: swaks test",

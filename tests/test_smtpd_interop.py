@@ -42,10 +42,12 @@ def server_program(kind):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind", ["c", "ours"], ids=["c-tcpserver", "our-tcpserver"])
+@pytest.mark.parametrize("kind", ["c", "ours", "ours-preload"],
+                         ids=["c-tcpserver", "our-tcpserver", "our-tcpserver-preload"])
 def test_relayclient_only_for_the_listed_address(tmp_path, kind):
     home = make_home(tmp_path)
-    with c_tcpserver(tmp_path, home, RULES, tcpserver=server_program(kind)) as port:
+    with c_tcpserver(tmp_path, home, RULES, tcpserver=server_program(kind),
+                     preload=kind == "ours-preload") as port:
         greeting, rcpt, _ = session(port, "127.0.0.1", b"relaytest@other.test")
         assert greeting == b"220 mail.example.com ESMTP\r\n"
         assert rcpt == NOGATEWAY
@@ -65,9 +67,10 @@ def test_relayclient_only_for_the_listed_address(tmp_path, kind):
 
 
 @pytest.mark.timeout(60)
-def test_pipelined_session_over_tcp(tmp_path):
+@pytest.mark.parametrize("preload", [False, True], ids=["c-tcpserver", "our-tcpserver-preload"])
+def test_pipelined_session_over_tcp(tmp_path, preload):
     home = make_home(tmp_path)
-    with c_tcpserver(tmp_path, home, RULES) as port:
+    with c_tcpserver(tmp_path, home, RULES, preload=preload) as port:
         client = Client(port)
         try:
             client.reply()

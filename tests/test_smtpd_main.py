@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import smtpd_servers
 from conftest import our_program
 from smtpd_child.smtp import replies
+from smtpd_servers import smtpd_mode  # noqa: F401 (fixture: exec and preload)
 
 def make_home(tmp_path, **controls):
     """These tests host example.com and every subdomain of example.net."""
@@ -19,12 +20,16 @@ def make_home(tmp_path, **controls):
         tmp_path, **{"rcpthosts": "example.com\n.example.net\n", **controls})
 
 
-def run_child(home, client: bytes, timeout=20, preexec_fn=None, **env):
+def run_child(home, client: bytes, timeout=20, preexec_fn=None, mode="exec", **env):
+    """(output, stderr, exit code) of one session: over pipes, or (mode
+    "preload") forked by our tcpserver --preload."""
     environment = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(home), "TCPREMOTEIP": "127.0.0.1",
                    "TCPLOCALIP": "127.0.0.1", **env}
-    result = subprocess.run([our_program("smtpd-child")], input=client, capture_output=True,
-                            env=environment, timeout=timeout, preexec_fn=preexec_fn)
-    return result.stdout, result.stderr, result.returncode
+    return smtpd_servers.run_smtpd(mode, client, environment, timeout, preexec_fn)
+
+
+def run_child_in(mode, home, client: bytes, **kwargs):
+    return run_child(home, client, mode=mode, **kwargs)
 
 
 def lines(*items):
@@ -40,9 +45,9 @@ SESSION = lines(b"EHLO client.test", b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@examp
                 b"RCPT TO:<u@other.test>", b"DATA", b"Subject: t", b"", b"hello", b".", b"QUIT")
 
 
-def test_session_into_the_spool_and_spool_tool(tmp_path):
+def test_session_into_the_spool_and_spool_tool(tmp_path, smtpd_mode):
     home = make_home(tmp_path)
-    out, err, code = run_child(home, SESSION)
+    out, err, code = run_child_in(smtpd_mode, home, SESSION)
     assert code == 0, err
     assert out.startswith(b"220 mail.example.com ESMTP\r\n250-mail.example.com\r\n")
     assert replies.NOGATEWAY + replies.GO_AHEAD + b"250 ok " in out
@@ -67,11 +72,11 @@ def spoolfile_message(path):
     return spoolfile.parse(path.read_bytes())[2]
 
 
-def test_control_files_follow_qmail_rules(tmp_path):
+def test_control_files_follow_qmail_rules(tmp_path, smtpd_mode):
     home = make_home(tmp_path, smtpgreeting="greet.example NO UCE \t\nsecond line\n",
                      rcpthosts="# comment\n\nexample.com  \n", badmailfrom="@evil.test\n",
                      databytes="10 bytes\n")
-    out, _, code = run_child(home, lines(b"HELO x", b"MAIL FROM:<a@b.test>",
+    out, _, code = run_child_in(smtpd_mode, home, lines(b"HELO x", b"MAIL FROM:<a@b.test>",
                                          b"RCPT TO:<u@EXAMPLE.com>", b"MAIL FROM:<x@evil.test>",
                                          b"RCPT TO:<u@example.com>", b"EHLO", b"QUIT"))
     assert out.split(b"\r\n")[:2] == [b"220 greet.example NO UCE ESMTP", b"250 greet.example NO UCE"]
@@ -79,15 +84,15 @@ def test_control_files_follow_qmail_rules(tmp_path):
     assert b"250 SIZE 10\r\n" in out and code == 0
 
 
-def test_databytes_environment_overrides_control(tmp_path):
+def test_databytes_environment_overrides_control(tmp_path, smtpd_mode):
     home = make_home(tmp_path, databytes="1000\n")
-    out, _, _ = run_child(home, lines(b"EHLO x", b"QUIT"), DATABYTES="77")
+    out, _, _ = run_child_in(smtpd_mode, home, lines(b"EHLO x", b"QUIT"), DATABYTES="77")
     assert b"250 SIZE 77\r\n" in out
 
 
 @pytest.mark.parametrize("breakage", ["unreadable-rcpthosts", "no-me", "unreadable-cdb",
                                       "no-home"])
-def test_unreadable_controls_give_421(tmp_path, breakage):
+def test_unreadable_controls_give_421(tmp_path, breakage, smtpd_mode):
     home = make_home(tmp_path)
     if breakage == "unreadable-rcpthosts":
         (home / "control" / "rcpthosts").unlink()
@@ -99,26 +104,26 @@ def test_unreadable_controls_give_421(tmp_path, breakage):
         os.symlink("morercpthosts.cdb", home / "control" / "morercpthosts.cdb")
     else:
         home = tmp_path / "absent"
-    out, err, code = run_child(home, lines(b"QUIT"))
+    out, err, code = run_child_in(smtpd_mode, home, lines(b"QUIT"))
     assert out == replies.CONTROLS and code == 1
     assert err.startswith(b"smtpd-child: ") and b"Traceback" not in err
 
 
-def test_missing_rcpthosts_refuses_relaying_and_says_so(tmp_path):
+def test_missing_rcpthosts_refuses_relaying_and_says_so(tmp_path, smtpd_mode):
     home = make_home(tmp_path, rcpthosts=None)
-    out, err, _ = run_child(home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>",
+    out, err, _ = run_child_in(smtpd_mode, home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>",
                                         b"RCPT TO:<postmaster>", b"QUIT"))
     assert replies.OK + replies.NOGATEWAY + replies.OK in out
     assert b"rcpthosts is missing" in err
 
 
-def test_morercpthosts_cdb(tmp_path):
+def test_morercpthosts_cdb(tmp_path, smtpd_mode):
     home = make_home(tmp_path)
     maker = cdbx.CDB.make(str(home / "control" / "morercpthosts.cdb"))
     maker.add(b"other.test", b"")
     maker.add(b".sub.test", b"")
     maker.commit().close()
-    out, _, _ = run_child(home, lines(b"MAIL FROM:<>", b"RCPT TO:<u@OTHER.TEST>",
+    out, _, _ = run_child_in(smtpd_mode, home, lines(b"MAIL FROM:<>", b"RCPT TO:<u@OTHER.TEST>",
                                       b"RCPT TO:<u@x.sub.test>", b"RCPT TO:<u@sub.test>", b"QUIT"))
     assert replies.OK * 3 + replies.NOGATEWAY in out
 
@@ -166,17 +171,17 @@ def test_session_deadline_stops_a_trickling_client(tmp_path):
     assert out.count(replies.OK) >= 2
 
 
-def test_eof_mid_data_queues_nothing(tmp_path):
+def test_eof_mid_data_queues_nothing(tmp_path, smtpd_mode):
     home = make_home(tmp_path)
-    out, _, code = run_child(home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>",
+    out, _, code = run_child_in(smtpd_mode, home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>",
                                          b"DATA", b"Subject: cut", b"half a message"))
     assert out.endswith(replies.GO_AHEAD) and code == 1
     assert spooled(home) == [] and list((home / "spool" / "tmp").iterdir()) == []
 
 
-def test_bare_lf_disconnects_and_queues_nothing(tmp_path):
+def test_bare_lf_disconnects_and_queues_nothing(tmp_path, smtpd_mode):
     home = make_home(tmp_path)
-    out, _, code = run_child(home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>",
+    out, _, code = run_child_in(smtpd_mode, home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>",
                                          b"DATA") + b"x\n.\r\n" + lines(b"QUIT"))
     assert out.endswith(replies.GO_AHEAD + replies.BARE_LF) and code == 1
     assert spooled(home) == [] and list((home / "spool" / "tmp").iterdir()) == []
@@ -187,22 +192,22 @@ def fake_queue(tmp_path):
     return smtpd_servers.install_fake_queue(tmp_path)
 
 
-def test_qmailqueue_program(tmp_path, fake_queue):
+def test_qmailqueue_program(tmp_path, fake_queue, smtpd_mode):
     script, qout = fake_queue
     home = make_home(tmp_path)
-    out, _, code = run_child(home, SESSION, QMAILQUEUE=str(script), OUT=str(qout))
+    out, _, code = run_child_in(smtpd_mode, home, SESSION, QMAILQUEUE=str(script), OUT=str(qout))
     assert code == 0 and b"\r\n250 ok " in out
     assert (qout / "envelope").read_bytes() == b"Fa@b.test\0Tu@example.com\0\0"
     assert (qout / "message").read_bytes().endswith(b"Subject: t\n\nhello\n")
     assert spooled(home) == []
 
 
-def test_qmail_home_bin_qmail_queue_is_used(tmp_path, fake_queue):
+def test_qmail_home_bin_qmail_queue_is_used(tmp_path, fake_queue, smtpd_mode):
     script, qout = fake_queue
     home = make_home(tmp_path)
     (home / "bin").mkdir()
     os.symlink(script, home / "bin" / "qmail-queue")
-    out, _, code = run_child(home, SESSION, OUT=str(qout))
+    out, _, code = run_child_in(smtpd_mode, home, SESSION, OUT=str(qout))
     assert code == 0 and (qout / "envelope").read_bytes() == b"Fa@b.test\0Tu@example.com\0\0"
 
 
@@ -221,25 +226,25 @@ def test_sigchld_ignored_by_parent_still_reports_queue_failure(tmp_path, fake_qu
     assert b"\r\n250 ok " in out
 
 
-def test_relayclient_from_the_environment(tmp_path):
+def test_relayclient_from_the_environment(tmp_path, smtpd_mode):
     home = make_home(tmp_path)
-    out, _, _ = run_child(home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@other.test>",
+    out, _, _ = run_child_in(smtpd_mode, home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@other.test>",
                                       b"RCPT TO:<x%y@other.test>", b"QUIT"), RELAYCLIENT="")
     assert replies.OK * 3 in out
 
 
-def test_many_pipelined_messages_in_one_write(tmp_path):
+def test_many_pipelined_messages_in_one_write(tmp_path, smtpd_mode):
     home = make_home(tmp_path)
     one = lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>", b"DATA", b"x", b".")
-    out, _, code = run_child(home, one * 300 + lines(b"QUIT"))
+    out, _, code = run_child_in(smtpd_mode, home, one * 300 + lines(b"QUIT"))
     assert code == 0 and out.count(b"\r\n250 ok ") == 300
     assert len(spooled(home)) == 300
 
 
-def test_missing_spool_is_a_temporary_failure(tmp_path):
+def test_missing_spool_is_a_temporary_failure(tmp_path, smtpd_mode):
     home = make_home(tmp_path)
     (home / "spool").rmdir()
-    out, err, code = run_child(home, SESSION)
+    out, err, code = run_child_in(smtpd_mode, home, SESSION)
     # the message lines then arrive as (unknown) commands, as with qmail
     assert out.endswith(replies.QQT_FAILURE + replies.UNIMPLEMENTED * 4
                         + b"221 mail.example.com\r\n")
@@ -247,7 +252,7 @@ def test_missing_spool_is_a_temporary_failure(tmp_path):
     assert b"Traceback" not in err
 
 
-def test_setup_local_is_idempotent_and_ready_to_serve(tmp_path):
+def test_setup_local_is_idempotent_and_ready_to_serve(tmp_path, smtpd_mode):
     import sys
     home = tmp_path / "var" / "qmail"
     setup = [sys.executable, "-m", "smtpd_child.setup_local", str(home)]
@@ -258,7 +263,7 @@ def test_setup_local_is_idempotent_and_ready_to_serve(tmp_path):
     assert "created" not in second
     assert (home / "control" / "rcpthosts").read_text() == "example.org\nmine.test\n"
     assert (home / "control" / "me").read_text() == "localhost\n"
-    out, _, code = run_child(home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.org>",
+    out, _, code = run_child_in(smtpd_mode, home, lines(b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.org>",
                                          b"DATA", b"hi", b".", b"QUIT"))
     assert code == 0 and b"\r\n250 ok " in out and len(spooled(home)) == 1
     usage = subprocess.run([sys.executable, "-m", "smtpd_child.setup_local"], capture_output=True)
@@ -290,7 +295,7 @@ def test_byte_by_byte_client_gets_the_same_replies(tmp_path):
     assert len(spooled(home)) == 2
 
 
-def test_empty_tcplocalhost_is_kept_as_qmail_does(tmp_path):
+def test_empty_tcplocalhost_is_kept_as_qmail_does(tmp_path, smtpd_mode):
     from smtpd_child import config
     home = make_home(tmp_path)
     settings = config.load({"QMAILHOME": str(home), "TCPLOCALHOST": "", "TCPLOCALIP": "10.1.2.3"})
@@ -300,7 +305,7 @@ def test_empty_tcplocalhost_is_kept_as_qmail_does(tmp_path):
     assert settings.session.remotehost == b"unknown" and settings.session.remoteinfo is None
 
 
-def test_zero_address_is_this_host_for_localiphost(tmp_path):
+def test_zero_address_is_this_host_for_localiphost(tmp_path, smtpd_mode):
     # netqmail 1.06 ipme_init() lists 0.0.0.0 as one of this host's addresses.
     from smtpd_child import config
     assert config.local_ipv4_checker("")("0.0.0.0")
@@ -308,7 +313,7 @@ def test_zero_address_is_this_host_for_localiphost(tmp_path):
     assert not config.local_ipv4_checker("")("192.0.2.77")
 
 
-def test_nul_in_a_list_control_line_separates_entries(tmp_path):
+def test_nul_in_a_list_control_line_separates_entries(tmp_path, smtpd_mode):
     # qmail's constmap splits the list at NUL bytes, after trailing whitespace went.
     from smtpd_child import config
     path = tmp_path / "rcpthosts"
@@ -317,13 +322,13 @@ def test_nul_in_a_list_control_line_separates_entries(tmp_path):
 
 
 @pytest.mark.parametrize("huge", ["timeoutsmtpd", "SMTPD_DEADLINE"])
-def test_huge_timeouts_still_serve(tmp_path, fake_queue, huge):
+def test_huge_timeouts_still_serve(tmp_path, fake_queue, huge, smtpd_mode):
     # The timeout is also the queue program's limit: it must stay usable by select().
     script, qout = fake_queue
     value = "9" * 30
     home = make_home(tmp_path, **({"timeoutsmtpd": value + "\n"} if huge == "timeoutsmtpd" else {}))
     env = {"SMTPD_DEADLINE": value} if huge == "SMTPD_DEADLINE" else {}
-    out, err, code = run_child(home, SESSION, QMAILQUEUE=str(script), OUT=str(qout), **env)
+    out, err, code = run_child_in(smtpd_mode, home, SESSION, QMAILQUEUE=str(script), OUT=str(qout), **env)
     assert b"\r\n250 ok " in out and out.endswith(b"221 mail.example.com\r\n"), err
     assert code == 0 and b"internal error" not in err
 
@@ -378,10 +383,10 @@ def test_whole_program_over_pipes_never_raises(tmp_path_factory, pieces, quit_at
         assert spoolfile_message(path)
 
 
-def test_empty_qmailqueue_is_a_program_that_cannot_run(tmp_path):
+def test_empty_qmailqueue_is_a_program_that_cannot_run(tmp_path, smtpd_mode):
     # qmail execs whatever QMAILQUEUE holds when it is set, even empty: 451, never the spool.
     home = make_home(tmp_path)
-    out, err, code = run_child(home, SESSION, QMAILQUEUE="")
+    out, err, code = run_child_in(smtpd_mode, home, SESSION, QMAILQUEUE="")
     assert replies.GO_AHEAD + b"451 unable to exec qq (#4.3.0)\r\n" in out
     assert spooled(home) == [] and code == 0 and b"Traceback" not in err
 
@@ -403,12 +408,12 @@ def test_local_addresses_include_every_interface_address():
             assert socket.inet_ntoa(answer[20:24]) in found
 
 
-def test_enormous_numbers_in_controls_and_environment(tmp_path):
+def test_enormous_numbers_in_controls_and_environment(tmp_path, smtpd_mode):
     # Python refuses int() of more than 4300 digits; a control file must never cause that.
     many = "9" * 5000
     home = make_home(tmp_path, databytes=many + "\n", timeoutsmtpd=many + "\n")
     for env in ({}, {"DATABYTES": many}, {"SMTPD_DEADLINE": many}):
-        out, err, code = run_child(home, lines(b"EHLO x", b"QUIT"), **env)
+        out, err, code = run_child_in(smtpd_mode, home, lines(b"EHLO x", b"QUIT"), **env)
         assert b"250 SIZE 18446744073709551615\r\n" in out, err
         assert code == 0 and err == b""
 
@@ -425,13 +430,13 @@ def test_out_of_memory_reading_controls_is_qmails_421(tmp_path):
     assert out == replies.OUT_OF_MEMORY and code == 1 and b"Traceback" not in err
 
 
-def test_empty_control_files_are_present_but_empty(tmp_path):
+def test_empty_control_files_are_present_but_empty(tmp_path, smtpd_mode):
     # qmail: an empty smtpgreeting is an empty greeting (not `me`); an empty number file
     # keeps the default; CR is not whitespace to strip.
     from smtpd_child import config
     home = make_home(tmp_path, smtpgreeting="", timeoutsmtpd="", databytes="\n",
                      badmailfrom="", localiphost=" \t\n")
-    out, _, code = run_child(home, lines(b"EHLO x", b"QUIT"))
+    out, _, code = run_child_in(smtpd_mode, home, lines(b"EHLO x", b"QUIT"))
     assert out.startswith(b"220  ESMTP\r\n250-\r\n") and b"250 SIZE 0\r\n221 \r\n" in out
     settings = config.load({"QMAILHOME": str(home)})
     assert settings.timeout == 1200 and settings.session.local_ip_host == b""

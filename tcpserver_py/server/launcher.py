@@ -2,7 +2,7 @@
 
 A program is run preloaded only when the file exec would run is one of the
 launchers `make install` writes (`#!PYTHON -IS`, the project's path, `from
-MODULE import main`, `sys.exit(main())`), for the same interpreter as
+MODULE import main`, then exiting with main's value), for the same interpreter as
 tcpserver's, and MODULE is listed here.  Anything else -- a C program, a
 shell wrapper, `env VAR=x smtpd-child`, pip's own wrapper -- is exec'd.
 """
@@ -55,7 +55,7 @@ def parse_launcher(text: bytes) -> Launcher | None:
 
 
 def exit_status(code: object) -> tuple[int, str | None]:
-    """What CPython does with sys.exit(code): (exit status, text for stderr)."""
+    """What CPython does with SystemExit(code): (exit status, text for stderr)."""
     if code is None:
         return 0, None
     if isinstance(code, bool) or isinstance(code, int):
