@@ -88,7 +88,7 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
         spawn = os.posix_spawn if "/" in program else os.posix_spawnp
         pid = spawn(program, opts.program, env,
                     file_actions=((os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, fd, 1)),
-                    setsigdef=RESET_SIGNALS, setsigmask=())
+                    setsigdef=RESET_SIGNALS)   # the mask passes on, as through exec
     except OSError:
         return None
     if opts.verbosity == VERBOSE:

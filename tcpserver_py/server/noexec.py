@@ -17,7 +17,9 @@ What exec would have made it (each step below says why):
   - the environment: os.environ and the C environment replaced by the one
     built from the rules, with CPython's start-up locale coercion (PEP 538:
     LC_CTYPE=C.UTF-8 when the locale would be C) and TZ read again;
-  - sys.argv and the process name (/proc/PID/comm) of the program;
+  - sys.argv and the process name (/proc/PID/comm) of the program, and the
+    "dumpable" flag exec sets again after -u/-g cleared it (core dumps,
+    /proc/PID owned by the user);
   - atexit: the parent's handlers dropped, the program's run at its exit;
     sys.exit() codes and uncaught exceptions end the process as CPython's
     own exit does.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import _locale
 import atexit
+import ctypes
 import gc
 import importlib
 import os
@@ -45,6 +48,7 @@ from .launcher import PRELOADABLE, exit_status, parse_launcher
 LAUNCHER_MAX = 4096          # our launchers are about 200 bytes
 COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")    # CPython's, in its order
 PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
+PR_SET_NAME, PR_SET_DUMPABLE = 15, 4     # <linux/prctl.h>
 
 
 class Preloaded:
@@ -55,6 +59,10 @@ class Preloaded:
         self.args = args             # argv[1:] as given to tcpserver
         self.main = main
         self.comm = os.path.basename(path)[:15]
+        try:
+            self.prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            self.prctl = None
 
     def run(self, env: dict[bytes, bytes]) -> NoReturn:
         """In the forked child, with the socket on fd 0/1: become what exec
@@ -66,7 +74,10 @@ class Preloaded:
         _signals_as_after_exec()
         _replace_environment(env)
         sys.argv = [os.fsdecode(self.path), *self.args]
-        _set_comm(self.comm)
+        if self.prctl is not None:
+            # What exec does for a program that is not set-id.
+            self.prctl(PR_SET_NAME, ctypes.c_char_p(self.comm), 0, 0, 0)
+            self.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         atexit._clear()
         status = 1
         try:
@@ -207,17 +218,6 @@ def _coerce_locale(environ) -> None:
             continue
         environ[b"LC_CTYPE"] = target.encode()
         return
-
-
-def _set_comm(name: bytes) -> None:
-    try:
-        fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, name)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def _flush_and_run_atexit() -> None:
