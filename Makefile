@@ -87,7 +87,9 @@ run: rules
 	$(BIN)/tcpserver -1 -v -HR -l localhost -x $(VAR)/rules/smtp.cdb 127.0.0.1 $(PORT) $(SMTPD)
 
 bench: install
-	$(BIN)/pip install -q aiosmtpd   # the Python SMTP server compared in bench_smtpd
+	@# The bench extra (pyproject.toml): aiosmtpd, compared in bench_smtpd, and
+	@# matplotlib for docs/bench.png; never a dependency of the programs.
+	$(BIN)/pip install -q $$($(BIN)/python -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]))')
 	@# Byte-compile what changed since install: with PYTHONDONTWRITEBYTECODE
 	@# set, every run would otherwise compile the sources again.
 	$(BIN)/python -m compileall -q tcpserver_py smtpd_child

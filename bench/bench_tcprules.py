@@ -91,6 +91,9 @@ def run(program: str, src: pathlib.Path, cdb: pathlib.Path) -> tuple[float, int,
     return elapsed, usage.ru_maxrss, proc.returncode
 
 
+RESULTS: list[dict] = []      # read by bench.report
+
+
 def main(argv: list[str] | None = None) -> int:
     """`make bench` calls main() (size from $BENCH_TCPRULES_LINES or 1,000,000);
     `python -m bench.bench_tcprules N` passes N."""
@@ -117,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         ours, theirs = statistics.median(times["ours"]), statistics.median(times["C"])
         print(f"tcprules, {count} vanilla lines, {ROUNDS} interleaved rounds:")
         print(f"  C tcprules   median {theirs:.3f} s")
+        RESULTS.append({"scenario": f"tcprules, {count} lines", "unit": "s", "ours": ours,
+                        "peers": {"C tcprules": theirs}, "ratio": ours / theirs,
+                        "command": f"tcprules out.cdb out.tmp < vanilla.rules ({count} lines)"})
         print(f"  ours         median {ours:.3f} s   ratio {ours / theirs:.2f}x   "
               f"peak RSS {peak / 1024:.0f} MB   cdb identical: {same}")
         small = work / "small.rules"

@@ -125,6 +125,9 @@ def trial(exe: str, concurrency: int, lookups: list[str],
             (all1 - all0) / TICKS / per * 1e6, bad)
 
 
+RESULTS: list[dict] = []      # read by bench.report
+
+
 def main(argv: list[str] | None = None) -> int:
     """`make bench` calls main() with no arguments (the defaults); run
     directly, the command line may give seconds per trial and trials."""
@@ -143,15 +146,24 @@ def main(argv: list[str] | None = None) -> int:
             for name, exe in (("c", C_TCPSERVER), ("ours", OURS)):
                 results[name].append(trial(exe, concurrency, lookups, seconds))
         medians = {}
+        cpu = {}
         for name, rows in results.items():
             rate = statistics.median(r[0] for r in rows)
             own = statistics.median(r[1] for r in rows)
             total = statistics.median(r[2] for r in rows)
             errors = sum(r[3] for r in rows)
             medians[name] = rate
+            cpu[name] = own
             print(f"{label:>5} {concurrency:>4} {name:>6} {rate:>8.0f} {own:>15.0f} "
                   f"{total:>18.0f} {errors:>6}")
         print(f"{label:>5} {concurrency:>4} ratio ours/c = {medians['ours'] / medians['c']:.2f}")
+        RESULTS.append({"scenario": f"tcpserver {label} path, {concurrency} at once",
+                        "unit": "conn/s", "ours": medians["ours"],
+                        "peers": {"C tcpserver": medians["c"]},
+                        "ratio": medians["ours"] / medians["c"],
+                        "cpu_us": {"ours": cpu["ours"], "C tcpserver": cpu["c"]},
+                        "command": f"tcpserver -1 {' '.join(lookups)} -c 100 -b 256 127.0.0.1 0 "
+                                   f"{' '.join(CHILD)}"})
     return 0
 
 
