@@ -85,10 +85,10 @@ def main() -> None:
     if relay and opts.verbosity != QUIET:
         os.write(2, logfmt.warning(PROG, relay))
     preload()
-    preloaded = None
     if opts.preload:
         # Imported now, while the interpreter's files are surely readable.
-        preloaded, why_not = prepare_preload(opts.program, base_env.get(b"PATH", DEFAULT_PATH))
+        preloaded, why_not = prepare_preload(opts.program, base_env.get(b"PATH", DEFAULT_PATH),
+                                             opts.verbosity == QUIET)
         if preloaded is None and opts.verbosity != QUIET:
             os.write(2, logfmt.warning(PROG, f"not preloaded, run by exec: {why_not}"))
     _drop_privileges(opts, fatal)

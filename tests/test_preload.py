@@ -41,7 +41,8 @@ class Server:
     lookup, refused at once) keeps the exec'd child on the fork-and-exec path,
     the program's own exec, rather than posix_spawn (see server/direct.py)."""
 
-    def __init__(self, work: Path, preload: bool, extra=(), env=None, pass_fds=()):
+    def __init__(self, work: Path, preload: bool, extra=(), env=None, pass_fds=(),
+                 lookups="-hRl0"):
         self.errors = work / "stderr"
         rules = work / "rules.cdb"
         if not rules.exists():
@@ -57,7 +58,7 @@ class Server:
         with open(self.errors, "wb") as err:
             self.proc = subprocess.Popen(
                 [our_program("tcpserver"), *(["--preload"] if preload else []), "-v", "-1",
-                 "-hRl0", "-x", str(rules), *extra, "127.0.0.1", "0",
+                 lookups, "-x", str(rules), *extra, "127.0.0.1", "0",
                  our_program("smtpd-child")],
                 stdout=subprocess.PIPE, stderr=err, env={"DNSCACHEIP": UNANSWERED_DNS, **env},
                 pass_fds=pass_fds,
@@ -105,7 +106,7 @@ def snapshot(pid: int) -> dict:
             "comm": name, "owner": os.stat(f"/proc/{pid}").st_uid}
 
 
-def observe(work: Path, preload: bool, extra, pass_fd: int):
+def observe(work: Path, preload: bool, extra, pass_fd: int, lookups="-hRl0"):
     """Serve one session; return the child's /proc snapshot and its queue's environment."""
     home = work / "qmail"
     out = work / "out"
@@ -114,7 +115,7 @@ def observe(work: Path, preload: bool, extra, pass_fd: int):
     out.chmod(0o777)
     env = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(home), "QMAILQUEUE": str(work / "queue"),
            "OUT": str(out), "FOO": "bar baz", "TZ": "Europe/Paris", "TCPREMOTEHOST": "stale"}
-    server = Server(work, preload, extra, env, pass_fds=(pass_fd,))
+    server = Server(work, preload, extra, env, pass_fds=(pass_fd,), lookups=lookups)
     try:
         client = Client(server.port)
         try:
@@ -150,14 +151,17 @@ def work():
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("ids", [False, True], ids=["same-user", "with-u-g"])
-def test_preloaded_child_sees_what_exec_gives(work, ids):
+@pytest.mark.parametrize("lookups", ["-hRl0", "-HRl0"], ids=["forked-child", "quick-path"])
+def test_preloaded_child_sees_what_exec_gives(work, ids, lookups):
+    """Exec'd by the forked child (the C tcpserver's way) against preloaded,
+    from the forked child or (no lookups) from the parent's quick path."""
     if ids and os.getuid() != 0:
         pytest.skip("-u/-g need root to change user")
     extra = ["-u", str(NOBODY), "-g", str(NOBODY)] if ids else []
     read_end, write_end = os.pipe()       # inheritable only where passed on below
     os.set_inheritable(read_end, True)
     try:
-        preloaded, env_preload = observe(work, True, extra, read_end)
+        preloaded, env_preload = observe(work, True, extra, read_end, lookups)
         if ids and not nobody_can_run_python():
             # Only exec needs to read the interpreter as nobody; the
             # preloaded child was imported before the switch.

@@ -24,6 +24,7 @@ from ..options import Options, VERBOSE, QUIET
 from ..net.resolver import SoftDnsError, resolver_for
 from ..rules.cdbfile import RulesReadError, rule_for
 from ..ucspi import Connection, child_environment, per_ip_limit
+from . import noexec
 from .preload import load_failure
 
 DEFAULT_PATH = b"/bin:/usr/bin"
@@ -67,10 +68,9 @@ class ChildLog:
 
 
 def run_child(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
-              close_fds: tuple[int, ...], prog: str = "tcpserver",
-              preloaded=None) -> NoReturn:
+              close_fds: tuple[int, ...], prog: str = "tcpserver") -> NoReturn:
     """Serve one connection in the forked child; never returns.  With
-    `preloaded` (noexec.Preloaded) the program runs here instead of by exec."""
+    --preload (noexec.loaded) the program runs here instead of by exec."""
     status = TEMPORARY
     log = ChildLog(prog, opts.verbosity)
     try:
@@ -81,7 +81,7 @@ def run_child(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in close_fds:
             os.close(fd)
-        status = _serve(accepted, opts, base_env, log, preloaded)
+        status = _serve(accepted, opts, base_env, log)
     except Drop as exc:
         log.drop(str(exc))
         status = TEMPORARY
@@ -100,7 +100,7 @@ def run_child(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
 
 
 def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
-           log: ChildLog, preloaded=None) -> int:
+           log: ChildLog) -> int:
     pid = os.getpid()
     remote_ip = accepted.remote_ip
     log.info(logfmt.pid_from(log.prog, pid, remote_ip))
@@ -187,8 +187,8 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
     if accepted.fd > 1:
         sock.detach()
         os.close(accepted.fd)
-    if preloaded is not None:
-        preloaded.run(env)            # never returns: ends in os._exit
+    if noexec.loaded is not None:
+        noexec.loaded.run(env)        # never returns: ends in os._exit
     err = exec_program(opts.program, env, base_env.get(b"PATH", DEFAULT_PATH))
     raise Drop(f"unable to run {opts.program[0]}: {error_str(err)}")
 

@@ -23,6 +23,7 @@ from .. import logfmt
 from ..options import Options, VERBOSE
 from ..rules.cdbfile import RulesReadError, find_rule
 from ..ucspi import Connection, child_environment, per_ip_limit
+from . import noexec
 
 # Our handlers (SIGCHLD, SIGTERM) and what CPython ignores (SIGPIPE, SIGXFSZ)
 # go back to their defaults in the program, as under the C tcpserver.
@@ -44,7 +45,8 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
               proxied_local: tuple[str, int] | None = None) -> int | None:
     """Start the program for this connection; return its pid, or None to
     have the caller fork the ordinary child instead.  `proxied_local`: the
-    destination a PROXY header named, used instead of the socket's."""
+    destination a PROXY header named, used instead of the socket's.  With
+    --preload the program is forked from here instead (noexec.py)."""
     sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
     try:
         if opts.kill_ip_options and "." in remote_ip:
@@ -84,13 +86,19 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
                       ipv6=":" in remote_ip)
     env = child_environment(base_env, conn, rule)
     program = opts.program[0]
-    try:
-        spawn = os.posix_spawn if "/" in program else os.posix_spawnp
-        pid = spawn(program, opts.program, env,
-                    file_actions=((os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, fd, 1)),
-                    setsigdef=RESET_SIGNALS)   # the mask passes on, as through exec
-    except OSError:
-        return None
+    if noexec.loaded is not None:
+        pid = noexec.loaded.start(fd, env)
+        if pid is None:
+            return None
+    else:
+        try:
+            spawn = os.posix_spawn if "/" in program else os.posix_spawnp
+            pid = spawn(program, opts.program, env,
+                        file_actions=((os.POSIX_SPAWN_DUP2, fd, 0),
+                                      (os.POSIX_SPAWN_DUP2, fd, 1)),
+                        setsigdef=RESET_SIGNALS)   # the mask passes on, as through exec
+        except OSError:
+            return None
     if opts.verbosity == VERBOSE:
         line = logfmt.pid_from(prog, pid, remote_ip) + logfmt.decision(
             prog, True, pid, opts.local_name, local_ip, local[1], None, remote_ip, None,

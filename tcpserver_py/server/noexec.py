@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import _locale
 import atexit
-import ctypes
 import gc
 import importlib
 import os
@@ -50,23 +49,57 @@ COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")    # CPython's, in its order
 PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 PR_SET_NAME, PR_SET_DUMPABLE = 15, 4     # <linux/prctl.h>
 
+# The program tcpserver preloaded (set once, at start-up, by prepare): the
+# forked child (child.py) and the quick path (direct.py) run it instead of exec.
+loaded: Preloaded | None = None
+
 
 class Preloaded:
     """One imported program, run in each forked child instead of exec."""
 
-    def __init__(self, path: bytes, args: tuple[str, ...], main: Callable[[], object]):
+    def __init__(self, path: bytes, args: tuple[str, ...], main: Callable[[], object],
+                 quiet: bool = False):
+        self.quiet = quiet           # -q: nothing at all on stderr
         self.path = path             # the launcher exec would have run
         self.args = args             # argv[1:] as given to tcpserver
         self.main = main
         self.comm = os.path.basename(path)[:15]
         try:
+            import ctypes            # only for --preload: prctl has no os wrapper
+            self.c_char_p = ctypes.c_char_p
             self.prctl = ctypes.CDLL(None, use_errno=True).prctl
-        except (OSError, AttributeError):
+        except (ImportError, OSError, AttributeError):
             self.prctl = None
+
+    def start(self, fd: int, env: dict[bytes, bytes]) -> int | None:
+        """The quick path (direct.py): the parent has done the lookups and
+        built `env`; fork a child that runs the program on `fd`.  Returns
+        the pid, or None (fork failed: the caller tries the ordinary child)."""
+        try:
+            pid = os.fork()
+        except OSError:
+            return None
+        if pid:
+            return pid
+        try:
+            signal.set_wakeup_fd(-1)
+            os.dup2(fd, 0)
+            os.dup2(fd, 1)
+            self.run(env)           # closes fd and the parent's others (close-on-exec)
+        except BaseException:
+            if not self.quiet:
+                try:
+                    os.write(2, b"tcpserver: warning: dropping connection, "
+                                b"unable to start the preloaded program\n")
+                except OSError:
+                    pass
+        finally:
+            os._exit(111)
 
     def run(self, env: dict[bytes, bytes]) -> NoReturn:
         """In the forked child, with the socket on fd 0/1: become what exec
         would have made of this process, run main(), exit.  Never returns."""
+        signal.set_wakeup_fd(-1)    # before its descriptor is closed below
         # Unreachable cycles may hold descriptors: collect them now, so no
         # finalizer can later close a number the program has reused.
         gc.collect()
@@ -76,7 +109,7 @@ class Preloaded:
         sys.argv = [os.fsdecode(self.path), *self.args]
         if self.prctl is not None:
             # What exec does for a program that is not set-id.
-            self.prctl(PR_SET_NAME, ctypes.c_char_p(self.comm), 0, 0, 0)
+            self.prctl(PR_SET_NAME, self.c_char_p(self.comm), 0, 0, 0)
             self.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         atexit._clear()
         status = 1
@@ -103,7 +136,8 @@ class Preloaded:
         os._exit(status)
 
 
-def prepare(program: tuple[str, ...], search_path: bytes) -> tuple[Preloaded | None, str]:
+def prepare(program: tuple[str, ...], search_path: bytes,
+            quiet: bool = False) -> tuple[Preloaded | None, str]:
     """Import PROGRAM if it can be preloaded: (Preloaded, "") or (None, why not)."""
     path = _find(program[0], search_path)
     if path is None:
@@ -134,7 +168,9 @@ def prepare(program: tuple[str, ...], search_path: bytes) -> tuple[Preloaded | N
             importlib.import_module(name)
         except Exception:
             pass             # imported later by the child if it needs it, as under exec
-    return Preloaded(path, program[1:], main), ""
+    global loaded
+    loaded = Preloaded(path, program[1:], main, quiet)
+    return loaded, ""
 
 
 def _find(name: str, search_path: bytes) -> bytes | None:
