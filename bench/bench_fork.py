@@ -25,7 +25,7 @@ PROBE = r"""
 import gc, os, socket, sys, time
 kind, n = sys.argv[1], int(sys.argv[2])
 import importlib
-mods = ["smtpd_child.main", "smtpd_child.delivery.queue", "select", "cdbx"]
+mods = sys.argv[3:]          # smtpd-child's module and what --preload imports with it
 if kind == "parent":
     mods += ["tcpserver_py.tcpserver", "tcpserver_py.server.noexec"]
 for m in mods:
@@ -63,7 +63,9 @@ print(wall / n * 1e6, parent * 1e6, child * 1e6, rss)
 
 def probe(kind: str, syspath: list[str]) -> list[float]:
     code = f"import sys; sys.path[:0] = {syspath!r}\n" + PROBE
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, kind, str(FORKS)],
+    from tcpserver_py.server.launcher import PRELOADABLE
+    modules = ["smtpd_child.main", *PRELOADABLE["smtpd_child.main"]]
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, kind, str(FORKS), *modules],
                          capture_output=True, check=True, text=True).stdout
     return [float(x) for x in out.split()]
 

@@ -27,7 +27,8 @@ printf '%s %s\n' "$user" "$stamp" >> "$0.calls"
 exec "$@"
 """
 USER, PASSWORD, WRONG = "alice", "right pass", "wrong pass"
-KINDS = pytest.mark.parametrize("kind", ["c", "ours"], ids=["c-tcpserver", "our-tcpserver"])
+KINDS = pytest.mark.parametrize("kind", ["c", "ours", "ours-preload"],
+                                ids=["c-tcpserver", "our-tcpserver", "our-tcpserver-preload"])
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,8 @@ def tls_home(tmp_path, certificate, **controls):
 
 def server(kind, tmp_path, home, checker, rules=":allow\n", stderr=subprocess.DEVNULL):
     return c_tcpserver(tmp_path, home, rules, child_args=checker, stderr=stderr,
-                       tcpserver=None if kind == "c" else our_program("tcpserver"))
+                       tcpserver=None if kind == "c" else our_program("tcpserver"),
+                       preload=kind == "ours-preload")
 
 
 def client_context():
