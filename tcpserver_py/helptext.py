@@ -41,6 +41,9 @@ Extensions (not in ucspi-tcp 0.88):
                            (a rule's MAXCONIP=n overrides it; 0: no limit)
   -M text, --per-ip-message text
                            sent to a client refused by the per-IP limit
+  --preload                when the program is smtpd-child, import it once and
+                           run it in each forked child without exec (any
+                           other program is exec'd as usual)
   --help, --version        this text / the version, on stdout (exit 0)
 
 Deployment (docs/deploy/):

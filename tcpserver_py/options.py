@@ -25,7 +25,7 @@ USAGE = ("tcpserver: usage: tcpserver [ -1UXpPhHrRoOdDqQv46 ] [ -c limit ] "
          "[ --ipv4 ] [ --ipv6 ] [ --per-ip-limit perip ] [ --per-ip-message message ] "
          "[ --proxy-from cidr,... ] [ --proxy-timeout seconds ] [ --reuseport ] "
          "[ --fdname name ] [ --daemon ] [ --pidfile file ] [ --log file|syslog ] "
-         "[ --stop-timeout seconds ] "
+         "[ --stop-timeout seconds ] [ --preload ] "
          "[ --help ] [ --version ] host port program")
 
 
