@@ -1,10 +1,11 @@
 """Which programs `tcpserver --preload` can run without exec (pure).
 
 A program is run preloaded only when the file exec would run is one of the
-launchers `make install` writes (`#!PYTHON -IS`, the project's path, `from
-MODULE import main`, then exiting with main's value), for the same interpreter as
-tcpserver's, and MODULE is listed here.  Anything else -- a C program, a
-shell wrapper, `env VAR=x smtpd-child`, pip's own wrapper -- is exec'd.
+launchers `make install` writes (tcpserver_py/install/launchers.py: `#!PYTHON
+-IS`, the package's path, `run(b"NAME", "MODULE")`), for the same
+interpreter as tcpserver's, and MODULE is listed here.  Anything else -- a C
+program, a shell wrapper, `env VAR=x smtpd-child`, pip's own wrapper -- is
+exec'd.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ _LAUNCHER = re.compile(
     rb"#!(?P<python>/[^\s]+) -IS\n"
     rb"import sys\n"
     rb"sys\.path\[:0\] = (?P<path>\[[^\n]*\])\n"
-    rb"from (?P<module>[A-Za-z_][\w.]*) import main\n"
-    rb"sys\.exit\(main\(\)\)\n\Z")
+    rb"from tcpserver_py\.launch import run\n"
+    rb"run\(b\"(?P<name>[\w.-]+)\", \"(?P<module>[A-Za-z_][\w.]*)\"\)\n\Z")
 
 
 @dataclass(frozen=True)
 class Launcher:
     python: str               # the interpreter of the #! line
     path: tuple[str, ...]     # what the launcher puts first on sys.path
+    name: bytes               # the program's name, for launch.run's messages
     module: str               # whose main() it runs
 
 
@@ -53,7 +55,8 @@ def parse_launcher(text: bytes) -> Launcher | None:
     if not isinstance(path, list) or not all(isinstance(entry, str) for entry in path):
         return None
     return Launcher(python=found["python"].decode("utf-8", "surrogateescape"),
-                    path=tuple(path), module=found["module"].decode("ascii"))
+                    path=tuple(path), name=found["name"],
+                    module=found["module"].decode("ascii"))
 
 
 def exit_status(code: object) -> tuple[int, str | None]:

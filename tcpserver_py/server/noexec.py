@@ -159,10 +159,16 @@ def prepare(program: tuple[str, ...], search_path: bytes,
         if entry not in sys.path:
             sys.path.insert(0, entry)
     try:
-        module = importlib.import_module(launcher.module)
-        main = module.main
+        importlib.import_module(launcher.module).main
+        from .. import launch
     except Exception as exc:
         return None, f"unable to import {launcher.module}: {type(exc).__name__}: {exc}"
+
+    def main() -> None:
+        # What the launcher runs: its main() and launch's handling of
+        # running out of memory (one line, exit 111).
+        launch.run(launcher.name, launcher.module)
+
     for name in PRELOADABLE[launcher.module]:
         try:
             importlib.import_module(name)
