@@ -3,16 +3,24 @@
 CPython adds LC_CTYPE=C.UTF-8 to its own environment at start-up when the
 locale is C or unset (PEP 538 locale coercion), and os.environ is what
 qmail-queue and the checkpassword program inherit.  qmail-smtpd hands them
-exactly its own environment, so on Linux the start-up additions are undone
-from the initial block in /proc/self/environ, which they do not touch.
-Variables set later on purpose (SMTPAUTHUSER after AUTH) are unaffected.
+exactly its own environment, so on Linux the start-up addition is undone
+from the initial block in /proc/self/environ, which it does not touch.
+Only LC_CTYPE is looked at, the one variable CPython's start-up sets: under
+`tcpserver --preload` (forked, not exec'd) /proc/self/environ is
+tcpserver's, os.environ is already the connection's, and LC_CTYPE was never
+added.  Variables set later on purpose (SMTPAUTHUSER after AUTH) are
+unaffected.
 """
 
 import os
 
 
+STARTUP_VARIABLES = (b"LC_CTYPE",)       # PEP 538 locale coercion
+
+
 def undo_startup_changes(environ=None) -> None:
-    """Make `environ` (os.environb by default) the initial environment again."""
+    """Give `environ` (os.environb by default) the initial values of the
+    variables CPython's start-up may have set."""
     environ = os.environb if environ is None else environ
     try:
         with open("/proc/self/environ", "rb") as handle:
@@ -24,8 +32,8 @@ def undo_startup_changes(environ=None) -> None:
         name, eq, value = entry.partition(b"=")
         if eq and name and name not in initial:
             initial[name] = value
-    for name in list(environ):
+    for name in STARTUP_VARIABLES:
         if name not in initial:
-            del environ[name]
-        elif environ[name] != initial[name]:
+            environ.pop(name, None)
+        elif environ.get(name) != initial[name]:
             environ[name] = initial[name]

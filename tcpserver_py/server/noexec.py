@@ -15,8 +15,10 @@ What exec would have made it (each step below says why):
     then what a starting CPython sets (SIGPIPE and SIGXFSZ ignored, SIGINT
     raising KeyboardInterrupt); the mask is untouched, as exec leaves it;
   - the environment: os.environ and the C environment replaced by the one
-    built from the rules, with CPython's start-up locale coercion (PEP 538:
-    LC_CTYPE=C.UTF-8 when the locale would be C) and TZ read again;
+    built from the rules, TZ read again, and the locale CPython's start-up
+    would set (PEP 538: C.UTF-8 when it would be C).  CPython also puts
+    LC_CTYPE=C.UTF-8 in os.environ then; smtpd-child takes it out again
+    (smtpd_child/procenv.py), so it is not added here;
   - sys.argv and the process name (/proc/PID/comm) of the program, and the
     "dumpable" flag exec sets again after -u/-g cleared it (core dumps,
     /proc/PID owned by the user);
@@ -246,7 +248,8 @@ def _replace_environment(env: dict[bytes, bytes]) -> None:
 
 def _coerce_locale(environ) -> None:
     """CPython's start-up, for this environment: LC_CTYPE from it, and the C
-    locale coerced to a UTF-8 one (PEP 538) unless LC_ALL is set."""
+    locale coerced to a UTF-8 one (PEP 538) unless LC_ALL is set.  The
+    LC_CTYPE variable CPython adds with it is left out (see the top)."""
     try:
         current = _locale.setlocale(_locale.LC_CTYPE, "")
     except _locale.Error:
@@ -258,7 +261,6 @@ def _coerce_locale(environ) -> None:
             _locale.setlocale(_locale.LC_CTYPE, target)
         except _locale.Error:
             continue
-        environ[b"LC_CTYPE"] = target.encode()
         return
 
 
