@@ -7,6 +7,7 @@ LISTEN_FDNAMES set.
 """
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -204,9 +205,15 @@ service smtp-wait
     finally:
         os.killpg(proc.pid, 9)
         proc.wait(timeout=10)
+        # xinetd starts the service in a session of its own: stop it by pid.
+        log = tmp_path / "xinetd.log"
+        started = set(re.findall(r"START: smtp-wait pid=(\d+)",
+                                 log.read_text() if log.exists() else ""))
+        for pid in started:
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
     assert first["TCPLOCALPORT"] == str(port) and first["MARK"] == "xinetd"
     assert second["TCPREMOTEIP"] == "127.0.0.2"
-    import re
-    started = set(re.findall(r"START: smtp-wait pid=(\d+)",
-                             (tmp_path / "xinetd.log").read_text()))
     assert len(started) == 1                  # one tcpserver for both connections

@@ -81,6 +81,7 @@ def test_floods(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_load(tmp_path):
-    assert passed(load.run_connections(tmp_path, 1000)).load == 1000
-    assert passed(load.run_sessions(tmp_path, 100)).load >= 100
+@pytest.mark.parametrize("mode", sorted(load.MODES))
+def test_load(tmp_path, mode):
+    assert passed(load.run_connections(tmp_path, 1000, mode)).load == 1000
+    assert passed(load.run_sessions(tmp_path, 100, mode)).load >= 100

@@ -23,7 +23,7 @@ import time
 from .common import (BASE_ENV, Result, Sampler, Server, audit_spool, body_for, make_home,
                      program, rss_kb, smtpd_env, wait_no_children)
 
-MODES = {"exec": []}
+MODES = {"exec": [], "preload": ["--preload"]}   # --preload: smtpd-child forked, not exec'd
 LIMIT = 40
 PAYLOAD = b"x" * 100 + b"\n"
 RSS_GROWTH_KB = 1024

@@ -1,6 +1,6 @@
 """`make stress`: every check, one summary table, exit 1 if an invariant broke.
 
-    cd tests && python -m stress.run [--quick] [--mode exec] [--only NAME[,NAME...]]
+    cd tests && python -m stress.run [--quick] [--mode preload|exec] [--only NAME[,NAME...]]
 
 --quick runs the small counts `make test` uses (tests/test_stress.py runs
 the same functions with assertions).  Loopback only; needs root for the
@@ -92,7 +92,7 @@ def table(results: list) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="stress")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--mode", default="exec", choices=sorted(load.MODES))
+    parser.add_argument("--mode", default="preload", choices=sorted(load.MODES))
     parser.add_argument("--only", default="")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
