@@ -11,10 +11,6 @@
   with a warning and the server carries on.
 """
 
-import errno
-import os
-import selectors
-import socket
 import subprocess
 import threading
 import time
@@ -22,92 +18,11 @@ import time
 import pytest
 
 from conftest import our_program
+from stress.common import Sampler, children_of, rss_kb
+from stress.load import PAYLOAD, echo_clients as run_clients
 from tcpserver_harness import Server, parse_env, write_rules_c
 
 ENV = {"PATH": "/usr/bin:/bin"}
-PAYLOAD = b"x" * 100 + b"\n"
-
-
-def children_of(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
-    except FileNotFoundError:
-        return []
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-class Sampler(threading.Thread):
-    """Record the largest number of children the server ever has."""
-
-    def __init__(self, pid):
-        super().__init__(daemon=True)
-        self.pid, self.most, self.samples = pid, 0, 0
-        self.done = threading.Event()
-
-    def run(self):
-        while not self.done.is_set():
-            self.most = max(self.most, len(children_of(self.pid)))
-            self.samples += 1
-            time.sleep(0.001)
-
-
-def run_clients(port, total, concurrency, expect=PAYLOAD):
-    """Keep `concurrency` /bin/cat echo exchanges going until `total` are done;
-    return (served correctly, failures)."""
-    sel = selectors.DefaultSelector()
-    state = {}
-    started = served = failed = 0
-
-    def open_one():
-        nonlocal started
-        sock = socket.socket()
-        sock.setblocking(False)
-        err = sock.connect_ex(("127.0.0.1", port))
-        assert err in (0, errno.EINPROGRESS), os.strerror(err)
-        state[sock] = [False, bytearray()]
-        sel.register(sock, selectors.EVENT_WRITE)
-        started += 1
-
-    for _ in range(min(concurrency, total)):
-        open_one()
-    deadline = time.monotonic() + 110
-    while state:
-        assert time.monotonic() < deadline, f"stalled: {served} served, {failed} failed"
-        for key, _ in sel.select(timeout=10):
-            sock = key.fileobj
-            sent, got = state[sock]
-            try:
-                if not sent:
-                    sock.send(PAYLOAD)   # 101 bytes always fit the send buffer
-                    sock.shutdown(socket.SHUT_WR)
-                    state[sock][0] = True
-                    sel.modify(sock, selectors.EVENT_READ)
-                    continue
-                data = sock.recv(4096)
-            except OSError:
-                data, got[:] = b"", b"!"
-            if data:
-                got += data
-                continue
-            sel.unregister(sock)
-            del state[sock]
-            sock.close()
-            if got == expect:
-                served += 1
-            else:
-                failed += 1
-            if started < total:
-                open_one()
-    sel.close()
-    return served, failed
 
 
 @pytest.mark.timeout(150)
@@ -119,7 +34,7 @@ def test_many_connections_limit_no_zombies_no_growth(tmp_path, total, banner):
     args = ["-1", "-HRl0", "-B", banner.decode(), "-c", "40", "-b", "128",
             "127.0.0.1", "0", "/bin/cat"]
     server = Server(our_program("tcpserver"), args, tmp_path / "s.log", env=ENV)
-    sampler = Sampler(server.proc.pid)
+    sampler = Sampler(server.proc.pid, every=0.001)
     try:
         expect = banner + PAYLOAD
         assert run_clients(server.port, 1000, 100, expect) == (1000, 0)

@@ -29,8 +29,9 @@ PAYLOAD = b"x" * 100 + b"\n"
 RSS_GROWTH_KB = 1024
 
 
-def _echo_clients(port: int, total: int, concurrency: int):
-    """Keep `concurrency` /bin/cat exchanges going until `total` are done."""
+def echo_clients(port: int, total: int, concurrency: int, expect: bytes = PAYLOAD):
+    """Keep `concurrency` /bin/cat exchanges going until `total` are done;
+    (served with `expect`, failed).  tests/test_reliability.py uses it too."""
     sel = selectors.DefaultSelector()
     state = {}
     started = served = failed = 0
@@ -71,7 +72,7 @@ def _echo_clients(port: int, total: int, concurrency: int):
             sel.unregister(sock)
             del state[sock]
             sock.close()
-            if got == PAYLOAD:
+            if got == expect:
                 served += 1
             else:
                 failed += 1
@@ -111,8 +112,8 @@ def run_connections(base: pathlib.Path, total: int, mode: str = "exec",
                      "127.0.0.1", "0", "/bin/cat"], base / "connections.log", env=dict(BASE_ENV))
     try:
         (served, failed), elapsed, before, after, most = _watch(
-            server, result, lambda: _echo_clients(server.port, total, concurrency),
-            lambda: _echo_clients(server.port, min(1000, total), concurrency))
+            server, result, lambda: echo_clients(server.port, total, concurrency),
+            lambda: echo_clients(server.port, min(1000, total), concurrency))
         result.check(failed == 0 and served == total, f"{served} served, {failed} failed")
         result.load = served
         result.detail = (f"{total / elapsed:.0f}/s; most children {most}/{LIMIT}; "
