@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import selectors
-import socket
 import statistics
 import struct
 import sys
-import time
 
-from .bench_tcpserver import C_TCPSERVER, EXPECT, OURS, TICKS, cpu_ticks, start, stop
+from .bench_tcpserver import C_TCPSERVER, OURS, trial
 
 CONCURRENCY = 10
 BODY = (ipaddress.ip_address("192.0.2.7").packed + ipaddress.ip_address("127.0.0.1").packed
@@ -30,58 +27,6 @@ BODY = (ipaddress.ip_address("192.0.2.7").packed + ipaddress.ip_address("127.0.0
 HEADER = b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + struct.pack(">H", len(BODY)) + BODY
 SERVERS = [("c", C_TCPSERVER, [], b""), ("ours", OURS, [], b""),
            ("ours+proxy", OURS, ["--proxy-from", "127.0.0.1"], HEADER)]
-
-
-def load(port: int, seconds: float, prefix: bytes) -> tuple[int, int]:
-    sel = selectors.DefaultSelector()
-    buffers: dict[socket.socket, bytearray] = {}
-    good = bad = 0
-    deadline = time.monotonic() + seconds
-
-    def open_one() -> None:
-        sock = socket.create_connection(("127.0.0.1", port))
-        if prefix:
-            sock.sendall(prefix)
-        sock.setblocking(False)
-        buffers[sock] = bytearray()
-        sel.register(sock, selectors.EVENT_READ)
-
-    for _ in range(CONCURRENCY):
-        open_one()
-    while buffers:
-        for key, _ in sel.select(timeout=5):
-            sock = key.fileobj
-            try:
-                data = sock.recv(4096)
-            except OSError:
-                data, buffers[sock] = b"", bytearray(b"!")
-            if data:
-                buffers[sock] += data
-                continue
-            sel.unregister(sock)
-            got = buffers.pop(sock)
-            sock.close()
-            good, bad = (good + 1, bad) if got == EXPECT else (good, bad + 1)
-            if time.monotonic() < deadline:
-                open_one()
-    sel.close()
-    return good, bad
-
-
-def trial(exe, extra, prefix, seconds):
-    proc, port = start(exe, ["-HRl0", *extra])
-    try:
-        load(port, 0.2, prefix)
-        time.sleep(0.1)
-        own0, _ = cpu_ticks(proc.pid)
-        started = time.monotonic()
-        good, bad = load(port, seconds, prefix)
-        elapsed = time.monotonic() - started
-        time.sleep(0.2)
-        own1, _ = cpu_ticks(proc.pid)
-    finally:
-        stop(proc)
-    return good / elapsed, (own1 - own0) / TICKS / max(good, 1) * 1e6, bad
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: [] for name, *_ in SERVERS}
     for _ in range(trials):
         for name, exe, extra, prefix in SERVERS:
-            results[name].append(trial(exe, extra, prefix, seconds))
+            rate, own, _, bad = trial(exe, CONCURRENCY, ["-HRl0", *extra], seconds, prefix)
+            results[name].append((rate, own, bad))
     print(f"{'server':>10} {'conn/s':>8} {'parent us/conn':>15} {'errors':>6}")
     rate = {}
     for name, rows in results.items():

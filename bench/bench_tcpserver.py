@@ -63,20 +63,27 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return utime + stime, utime + stime + cutime + cstime
 
 
-def load(port: int, concurrency: int, seconds: float) -> tuple[int, int]:
-    """Run the client for `seconds`; return (good connections, bad ones)."""
+def load(port: int, concurrency: int, seconds: float,
+         prefix: bytes = b"") -> tuple[int, int]:
+    """Run the client for `seconds`; return (good connections, bad ones).
+    `prefix` is sent first on every connection (a PROXY header, bench_proxy)."""
     sel = selectors.DefaultSelector()
     buffers: dict[socket.socket, bytearray] = {}
     good = bad = 0
     deadline = time.monotonic() + seconds
 
     def open_one() -> None:
-        sock = socket.socket()
-        sock.setblocking(False)
-        err = sock.connect_ex(("127.0.0.1", port))
-        if err not in (0, errno.EINPROGRESS):
-            sock.close()
-            raise OSError(err, os.strerror(err))
+        if prefix:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(prefix)
+            sock.setblocking(False)
+        else:
+            sock = socket.socket()
+            sock.setblocking(False)
+            err = sock.connect_ex(("127.0.0.1", port))
+            if err not in (0, errno.EINPROGRESS):
+                sock.close()
+                raise OSError(err, os.strerror(err))
         buffers[sock] = bytearray()
         sel.register(sock, selectors.EVENT_READ)
 
@@ -107,14 +114,14 @@ def load(port: int, concurrency: int, seconds: float) -> tuple[int, int]:
 
 
 def trial(exe: str, concurrency: int, lookups: list[str],
-          seconds: float) -> tuple[float, float, float, int]:
+          seconds: float, prefix: bytes = b"") -> tuple[float, float, float, int]:
     proc, port = start(exe, lookups)
     try:
-        load(port, concurrency, 0.2)   # warm up
+        load(port, concurrency, 0.2, prefix)   # warm up
         time.sleep(0.1)
         own0, all0 = cpu_ticks(proc.pid)
         started = time.monotonic()
-        good, bad = load(port, concurrency, seconds)
+        good, bad = load(port, concurrency, seconds, prefix)
         elapsed = time.monotonic() - started
         time.sleep(0.2)                 # let the last children be reaped
         own1, all1 = cpu_ticks(proc.pid)
