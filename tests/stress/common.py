@@ -7,7 +7,6 @@ import dataclasses
 import os
 import pathlib
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import threading
 import time
 
 from smtpd_child.delivery import spoolfile
+
+import tcpserver_harness as harness    # tests/ is on the path: pytest, or `cd tests`
 
 VENV_BIN = pathlib.Path(sys.executable).parent
 ROOT = pathlib.Path(__file__).resolve().parents[2]     # the checkout
@@ -253,38 +254,17 @@ def audit_spool(spool: pathlib.Path, sent: dict, acked: set, result: Result) -> 
 
 # -- servers and processes --------------------------------------------------
 
-class Server:
-    """Our tcpserver (or any UCSPI server taking -1), in its own session."""
+class Server(harness.Server):
+    """Our tcpserver (or any UCSPI server taking -1), in its own session:
+    the tests' harness with the stress defaults (our tcpserver, BASE_ENV)."""
 
     def __init__(self, args: list, log_path, env: dict | None = None, preexec_fn=None,
                  exe: str | None = None):
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([exe or program("tcpserver"), *args],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self._log, env=env or dict(BASE_ENV),
-                                     start_new_session=True, preexec_fn=preexec_fn)
-        line = self.proc.stdout.readline()
-        if not line.strip().isdigit():
-            self.stop()
-            raise RuntimeError(f"no port from tcpserver: {line!r}; log: {self.log()[-500:]}")
-        self.port = int(line)
-
-    def log(self) -> str:
-        with open(self.log_path, "rb") as handle:
-            return handle.read().decode("utf-8", "replace")
+        super().__init__(exe or program("tcpserver"), args, log_path,
+                         env=env or dict(BASE_ENV), preexec_fn=preexec_fn)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
-        self.proc.stdout.close()
-        self._log.close()
 
 
 def children_of(pid: int) -> list:
