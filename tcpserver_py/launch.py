@@ -60,11 +60,20 @@ def too_low_line(name: bytes, limit: int | None) -> bytes:
             b"bytes is too low; allow %d or more\n" % (name, limit, ADVISED_LIMIT))
 
 
+def stderr_is_the_connection() -> bool:
+    """Under inetd/xinetd fd 2 is often the client's socket, as fd 0 is:
+    nothing meant for the administrator may be written there."""
+    try:
+        err, conn = os.fstat(2), os.fstat(0)
+    except OSError:
+        return False
+    return (err.st_dev, err.st_ino) == (conn.st_dev, conn.st_ino)
+
+
 def _too_low(name: bytes, limits: bytes) -> None:
     try:
-        err, inp = os.fstat(2), os.fstat(0)
-        # Never onto the connection of a client (inetd gives it fds 0, 1, 2).
-        if (err.st_dev, err.st_ino) != (inp.st_dev, inp.st_ino):
+        os.fstat(0)         # no fd 0: nothing to tell the two apart, say nothing
+        if not stderr_is_the_connection():
             os.write(2, too_low_line(name, memory_limit(limits)))
     except Exception:
         pass

@@ -34,6 +34,7 @@ from .server.child import exec_program
 from .environ import inherited_environment, relay_warning
 from .exitcodes import PERMANENT, TEMPORARY
 from .helptext import TCPENV_HELP
+from .launch import stderr_is_the_connection
 from .net.lookup import forward_confirms, ident, interface_name, reverse_name
 from .net.proxy import ProxyError, trusted
 from .net.proxyio import read_header
@@ -60,17 +61,8 @@ def _name(resolver: Resolver, ip: str) -> bytes | None:
         return SOFT_DNS_ERROR
 
 
-def _stderr_is_the_connection() -> bool:
-    """Under inetd/xinetd fd 2 is often the client's socket, as fd 0 is."""
-    try:
-        err, conn = os.fstat(2), os.fstat(0)
-    except OSError:
-        return False
-    return (err.st_dev, err.st_ino) == (conn.st_dev, conn.st_ino)
-
-
 def _warn(text: str) -> None:
-    if _stderr_is_the_connection():
+    if stderr_is_the_connection():
         syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_MAIL)
         syslog.syslog(syslog.LOG_WARNING, text)
         return
