@@ -97,13 +97,21 @@ LARGEST_ID = 0xFFFFFFFE
 ID_COMMAND = {"u": "id -u", "g": "id -g"}
 
 
+def _id_value(text: str) -> int | None:
+    """A uid/gid written as decimal digits, at most LARGEST_ID; else None."""
+    if text.isascii() and text.isdigit() and int(text) <= LARGEST_ID:
+        return int(text)
+    return None
+
+
 def read_id(opt: str, text: str) -> int:
     """-u / -g: decimal digits only, at most LARGEST_ID.  The original reads
     `-u qmaild` as 0 and passes `-u 4294967296` to setuid() as 0: both leave
     the child running as root, so both are refused here, saying what to
     write instead."""
-    if text.isascii() and text.isdigit() and int(text) <= LARGEST_ID:
-        return int(text)
+    value = _id_value(text)
+    if value is not None:
+        return value
     what = "not a number" if not (text.isascii() and text.isdigit()) else "out of range"
     looks_like_name = text[:1].isalpha() and text.isascii() and \
         all(ch.isalnum() or ch in "._-" for ch in text)
@@ -115,8 +123,9 @@ def read_id(opt: str, text: str) -> int:
 
 def read_env_id(name: str, text: str) -> int:
     """-U: $UID / $GID as envuidgid sets them, checked as -u / -g are."""
-    if text.isascii() and text.isdigit() and int(text) <= LARGEST_ID:
-        return int(text)
+    value = _id_value(text)
+    if value is not None:
+        return value
     raise UsageError([f"{PROG}: -U: ${name} is {text!r}, not a numeric id up to "
                       f"{LARGEST_ID}; set it with envuidgid USER {PROG} -U ..."], False)
 
@@ -159,15 +168,6 @@ WITH_ARGUMENT = "".join(ARGUMENT_FIELDS)
 # illegal option `-`).  `--name value` and `--name=value` both work.
 # Flags: option -> (field, value it sets); with an argument: option -> (field,
 # how the argument is read).  --help and --version are answered by main.
-LONG_FLAG_FIELDS: dict[str, tuple[str, object]] = {
-    "--ipv4": FLAG_FIELDS["4"], "--ipv6": FLAG_FIELDS["6"],
-    "--preload": ("preload", True),
-}
-LONG_ARGUMENT_FIELDS: dict[str, tuple[str, object]] = {
-    "--per-ip-limit": ARGUMENT_FIELDS["C"], "--per-ip-message": ARGUMENT_FIELDS["M"],
-}
-
-
 def proxy_sources(text: str) -> tuple:
     try:
         return parse_sources(text)
@@ -176,14 +176,20 @@ def proxy_sources(text: str) -> tuple:
                          False) from None
 
 
-# Deployment (docs/deploy/).
-LONG_FLAG_FIELDS.update({"--reuseport": ("reuseport", True), "--daemon": ("daemon", True)})
-LONG_ARGUMENT_FIELDS.update({
+LONG_FLAG_FIELDS: dict[str, tuple[str, object]] = {
+    "--ipv4": FLAG_FIELDS["4"], "--ipv6": FLAG_FIELDS["6"],
+    "--preload": ("preload", True),
+    # Deployment (docs/deploy/).
+    "--reuseport": ("reuseport", True), "--daemon": ("daemon", True),
+}
+LONG_ARGUMENT_FIELDS: dict[str, tuple[str, object]] = {
+    "--per-ip-limit": ARGUMENT_FIELDS["C"], "--per-ip-message": ARGUMENT_FIELDS["M"],
+    # Deployment (docs/deploy/).
     "--proxy-from": ("proxy_from", proxy_sources),
     "--proxy-timeout": ("proxy_timeout", scan_number),
     "--fdname": ("fdname", str), "--pidfile": ("pidfile", str), "--log": ("log", str),
     "--stop-timeout": ("stop_timeout", scan_number),
-})
+}
 INFO_OPTIONS = ("--help", "--version")
 
 
@@ -326,7 +332,9 @@ class TcpEnvOptions:
     proxy_timeout: int = 10            # --proxy-timeout seconds
 
 
-TCPENV_LONG = {"--proxy-from": "proxy_from", "--proxy-timeout": "proxy_timeout"}
+# tcp-env's long options: option -> (field, reader); a bad value is no program.
+TCPENV_LONG = {"--proxy-from": ("proxy_from", parse_sources),
+               "--proxy-timeout": ("proxy_timeout", scan_number)}
 
 
 TCPENV_FLAGS = {"r": ("ident", True), "R": ("ident", False),
@@ -346,9 +354,9 @@ def parse_tcpenv_args(argv: list[str]) -> TcpEnvOptions | None:
         if opt in TCPENV_LONG:
             if arg is None:
                 return None
+            name, read = TCPENV_LONG[opt]
             try:
-                values[TCPENV_LONG[opt]] = (parse_sources(arg) if opt == "--proxy-from"
-                                            else scan_number(arg))
+                values[name] = read(arg)
             except ValueError:
                 return None
         elif opt.startswith("--"):
