@@ -81,12 +81,8 @@ class Output:
                 raise Finished(1) from None
             self.pending.clear()
         while self.pending:
-            wait = self.timeout
-            if self.deadline is not None:
-                # Past the deadline a reply is still sent if there is room (the 451).
-                wait = max(0, min(wait, self.deadline - time.monotonic()))
             try:
-                ready = select.select([], [self.fd], [], wait)[1]
+                ready = select.select([], [self.fd], [], self._wait())[1]
             except InterruptedError:
                 continue
             except (OSError, ValueError):
@@ -101,10 +97,12 @@ class Output:
                 raise Finished(1) from None
             del self.pending[:written]
 
-    def _wait(self):
+    def _wait(self) -> float:
+        """How long one write may wait: the write timeout, cut at the session
+        deadline; past the deadline 0, so a reply (the 451) still goes out
+        if there is room."""
         wait = self.timeout
         if self.deadline is not None:
-            # As below: past the deadline a reply still goes out if there is room.
             wait = max(0.0, min(wait, self.deadline - time.monotonic()))
         return wait
 
