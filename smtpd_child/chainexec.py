@@ -13,7 +13,7 @@ import os
 # for programs that run once per connection.
 import _signal as signal
 
-from smtpd_child import usage
+from smtpd_child import procenv, usage
 
 # CPython ignores these at start-up, and an ignored signal stays ignored
 # across exec: the next program gets the defaults a C program would pass on.
@@ -42,25 +42,12 @@ def answered_info(argv: list, help_text: str) -> bool:
     return True
 
 
-def initial_environment() -> dict:
-    """The environment this process was started with, as bytes."""
-    try:
-        with open("/proc/self/environ", "rb") as f:
-            block = f.read()
-    except OSError:
-        return dict(os.environb)
-    env = {}
-    for entry in block.split(b"\0"):
-        key, eq, value = entry.partition(b"=")
-        if eq and key and key not in env:
-            env[key] = value
-    return env
-
-
 def exec_program(name: str, argv: list, changes=None) -> None:
     """Run argv (searched in the inherited $PATH) in this process, with the
     inherited environment and `changes`; on failure log and exit 111."""
-    env = initial_environment()
+    env = procenv.initial_environment()
+    if env is None:
+        env = dict(os.environb)
     for key, value in (changes or {}).items():
         env[os.fsencode(key)] = os.fsencode(value)
     for signum in EXEC_DEFAULT_SIGNALS:

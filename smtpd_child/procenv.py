@@ -18,20 +18,29 @@ import os
 STARTUP_VARIABLES = (b"LC_CTYPE",)       # PEP 538 locale coercion
 
 
-def undo_startup_changes(environ=None) -> None:
-    """Give `environ` (os.environb by default) the initial values of the
-    variables CPython's start-up may have set."""
-    environ = os.environb if environ is None else environ
+def initial_environment() -> dict | None:
+    """The environment this process was exec'd with (the first of each
+    name, as getenv finds it), or None when /proc cannot tell."""
     try:
         with open("/proc/self/environ", "rb") as handle:
             block = handle.read()
     except OSError:
-        return
+        return None
     initial = {}
     for entry in block.split(b"\0"):
         name, eq, value = entry.partition(b"=")
         if eq and name and name not in initial:
             initial[name] = value
+    return initial
+
+
+def undo_startup_changes(environ=None) -> None:
+    """Give `environ` (os.environb by default) the initial values of the
+    variables CPython's start-up may have set."""
+    environ = os.environb if environ is None else environ
+    initial = initial_environment()
+    if initial is None:
+        return
     for name in STARTUP_VARIABLES:
         if name not in initial:
             environ.pop(name, None)
