@@ -6,7 +6,10 @@ and its environment is the one it hands its queue program; each is compared
 between our tcpserver exec'ing smtpd-child and --preload forking it.
 """
 
+import ast
+import importlib.util
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -270,6 +273,39 @@ def test_any_other_program_is_execed(program):
     warning = proc.stderr.read()
     assert warning.startswith(b"tcpserver: warning: not preloaded, run by exec: ")
     assert b"not a launcher of a preloadable program" in warning
+
+
+def _is_module(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _function_level_imports(path):
+    names = set()
+    for function in ast.walk(ast.parse(path.read_text())):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    names.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    for alias in node.names:   # a submodule, or a name in the module
+                        sub = f"{node.module}.{alias.name}"
+                        names.add(sub if _is_module(sub) else node.module)
+    return names
+
+
+def test_everything_smtpd_child_imports_late_is_preloaded():
+    """After -u/-g the child may no longer read the installation (a checkout
+    under a private directory): each module smtpd-child imports inside a
+    function on its way through a session is imported by tcpserver first."""
+    root = pathlib.Path(__file__).resolve().parent.parent / "smtpd_child"
+    late = set()
+    for name in ("main.py", "actions.py", "config.py"):
+        late |= _function_level_imports(root / name)
+    assert late, "no function-level import found: the check reads nothing"
+    assert late <= set(PRELOADABLE["smtpd_child.main"]), late - set(PRELOADABLE["smtpd_child.main"])
 
 
 def test_only_our_launchers_are_recognised():

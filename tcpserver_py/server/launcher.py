@@ -23,8 +23,10 @@ from dataclasses import dataclass
 # (smtpd_child.tls brings ssl: a bigger parent to fork, but STARTTLS is
 # common on port 25 and each such session is spared about 20 ms.)
 PRELOADABLE: dict[str, tuple[str, ...]] = {
-    "smtpd_child.main": ("smtpd_child.delivery.queue", "cdbx", "array", "fcntl", "socket",
-                         "struct", "smtpd_child.tls", "smtpd_child.auth.checkpassword"),
+    "smtpd_child.main": ("smtpd_child.procenv", "smtpd_child.delivery.queue",
+                         "smtpd_child.delivery.sweep", "cdbx", "array", "fcntl", "socket",
+                         "struct", "smtpd_child.tls", "smtpd_child.auth.checkpassword",
+                         "smtpd_child.usage"),
 }
 
 _LAUNCHER = re.compile(
