@@ -1,30 +1,24 @@
-"""The only reader of the environment and of $QMAILHOME/control (qmail rules).
+"""The environment and $QMAILHOME/control, parsed into Settings (qmail rules).
 
-Control files follow qmail's control.c: single-value files use their first
-line, list files (rcpthosts, badmailfrom) every line; trailing spaces, tabs
-and the newline are stripped; in lists, empty lines and lines starting with
-`#` are skipped.  A missing file takes its default; a file that exists but
-cannot be read is ControlsUnreadable (the caller answers 421 instead of the
-greeting, as qmail does).
+startup.py reads the control files before the greeting (a file that exists
+but cannot be read is ControlsUnreadable: the caller answers 421 instead of
+the greeting, as qmail does); this module makes sense of what it read, after
+the greeting.  List files (rcpthosts, badmailfrom) use every line, trailing
+spaces, tabs and the newline stripped, empty lines and lines starting with
+`#` skipped; single-value files their first line.
 """
 
-import errno
 import os
 
+from smtpd_child import startup
 from smtpd_child.auth.options import parse_smtpauth
 from smtpd_child.smtp.policy import ControlReadError, Policy
 from smtpd_child.smtp.protocol import SessionConfig
+from smtpd_child.startup import (ControlsUnreadable, MAX_SECONDS, first_line,  # noqa: F401
+                                 leading_number, number)
 
-DEFAULT_QMAILHOME = "/var/qmail"
-DEFAULT_TIMEOUT = 1200          # qmail's timeoutsmtpd default, seconds per read
-DEFAULT_DEADLINE = 3600         # whole session, seconds (SMTPD_DEADLINE overrides)
 DEFAULT_ERRORS = 20             # error replies before 421 (SMTPD_ERROR_LIMIT overrides)
-MAX_SECONDS = 10 ** 8           # about three years: longer waits would overflow select()
 SPOOL_DIRNAME = "spool"
-
-
-class ControlsUnreadable(Exception):
-    pass
 
 
 class Settings:
@@ -45,67 +39,22 @@ class Settings:
         self.warnings = warnings             # lines for stderr
 
 
-def _read(path):
-    """File bytes, None when missing; ControlsUnreadable for any other error."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return None
-        raise ControlsUnreadable(f"unable to read {path}: {e.strerror}") from None
-
-
-def _strip(line: bytes) -> bytes:
-    return line.rstrip(b" \t\n")
-
-
-def control_line(path):
-    """First line of a control file, trailing whitespace stripped, or None."""
-    data = _read(path)
-    if data is None:
-        return None
-    return _strip(data.split(b"\n", 1)[0])
-
-
-def control_list(path):
-    """Entries of a list control file, or None if it is missing."""
-    data = _read(path)
+def list_entries(data):
+    """Entries of a list control file (None stays None)."""
     if data is None:
         return None
     entries = []
     for line in data.split(b"\n"):
-        line = _strip(line)
+        line = line.rstrip(b" \t\n")
         if line and not line.startswith(b"#"):
             # qmail's constmap takes NUL-separated entries: a NUL splits a line.
             entries.extend(line.split(b"\0"))
     return entries
 
 
-ULONG_MAX = 2 ** 64 - 1
-
-
-def leading_number(text: bytes):
-    """qmail's scan_ulong: the leading decimal digits, None if there are none.
-
-    Values beyond an unsigned long count as the largest one (and int() is
-    never asked for thousands of digits, which Python refuses).
-    """
-    end = 0
-    while end < len(text) and 0x30 <= text[end] <= 0x39:
-        end += 1
-    if end == 0:
-        return None
-    digits = text[:end].lstrip(b"0") or b"0"
-    return ULONG_MAX if len(digits) > 20 else min(int(digits), ULONG_MAX)
-
-
-def control_int(path, default):
-    line = control_line(path)
-    if line is None:
-        return default
-    value = leading_number(line)
-    return default if value is None else value
+def control_list(path):
+    """Entries of a list control file, or None if it is missing."""
+    return list_entries(startup.read_file(os.fsencode(path)))
 
 
 def _env(environ, name, default=None):
@@ -176,16 +125,6 @@ def _interface_addresses():
     return addresses
 
 
-def _no_name(control, qmailhome_variable):
-    """The message for a qmail home without control/me and control/smtpgreeting."""
-    if qmailhome_variable:
-        used = f"QMAILHOME={qmailhome_variable}"
-    else:
-        used = f"QMAILHOME is not set, so {DEFAULT_QMAILHOME} is used"
-    return (f"{os.path.join(control, 'me')} and {os.path.join(control, 'smtpgreeting')} "
-            f"are both missing ({used}: a mistyped or unset QMAILHOME is the usual cause)")
-
-
 def error_limit(environ):
     """SMTPD_ERROR_LIMIT: 4xx/5xx replies before the 421; as SMTPD_DEADLINE, a
     positive number (empty, 0 or no digits: the default)."""
@@ -193,46 +132,37 @@ def error_limit(environ):
 
 
 def load(environ=None, clock=None, auth_checker=False) -> Settings:
-    """Read everything once, before the greeting.  Raises ControlsUnreadable.
+    """Read and parse everything at once.  Raises ControlsUnreadable."""
+    environ = os.environ if environ is None else environ
+    raw = startup.read({os.fsencode(k): os.fsencode(v) for k, v in environ.items()})
+    return build(raw, environ, clock, auth_checker)
+
+
+def build(raw, environ, clock=None, auth_checker=False) -> Settings:
+    """Settings from startup.read's files and the environment.
 
     auth_checker: a checkpassword command was given (AUTH can be offered)."""
-    environ = os.environ if environ is None else environ
-    home = os.path.abspath(environ.get("QMAILHOME") or DEFAULT_QMAILHOME)
-    control = os.path.join(home, "control")
+    files = raw.files
+    control = os.fsdecode(raw.control)
     warnings = []
-
-    me = control_line(os.path.join(control, "me"))
-    greeting = control_line(os.path.join(control, "smtpgreeting"))
-    if greeting is None:
-        greeting = me
-    if greeting is None:
-        raise ControlsUnreadable(_no_name(control, environ.get("QMAILHOME")))
-    local_ip_host = control_line(os.path.join(control, "localiphost"))
+    greeting = raw.greeting
+    local_ip_host = first_line(files[b"localiphost"])
     if local_ip_host is None:
-        local_ip_host = me
-
-    timeout = control_int(os.path.join(control, "timeoutsmtpd"), DEFAULT_TIMEOUT)
-    timeout = min(max(timeout, 1), MAX_SECONDS)
-    databytes = control_int(os.path.join(control, "databytes"), 0)
+        local_ip_host = first_line(files[b"me"])
+    databytes = number(files[b"databytes"], 0)
     if "DATABYTES" in environ:
         databytes = leading_number(os.fsencode(environ["DATABYTES"])) or 0
 
-    rcpthosts = control_list(os.path.join(control, "rcpthosts"))
+    rcpthosts = list_entries(files[b"rcpthosts"])
     more = None
     relayclient = _env(environ, "RELAYCLIENT")
     if rcpthosts is None:
         if relayclient is None:      # a RELAYCLIENT session never reads rcpthosts
             warnings.append(f"{os.path.join(control, 'rcpthosts')} is missing: "
                             f"refusing to relay for every domain")
-    else:
-        cdb_path = os.path.join(control, "morercpthosts.cdb")
-        try:
-            os.close(os.open(cdb_path, os.O_RDONLY))
-            more = more_rcpthosts_lookup(cdb_path)
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                raise ControlsUnreadable(f"unable to read {cdb_path}: {e.strerror}") from None
-    badmailfrom = control_list(os.path.join(control, "badmailfrom")) or []
+    elif raw.more_rcpthosts:
+        more = more_rcpthosts_lookup(os.path.join(control, "morercpthosts.cdb"))
+    badmailfrom = list_entries(files[b"badmailfrom"]) or []
 
     tcplocalip = environ.get("TCPLOCALIP", "")
     session = SessionConfig(
@@ -247,28 +177,26 @@ def load(environ=None, clock=None, auth_checker=False) -> Settings:
         local=_env(environ, "TCPLOCALHOST", _env(environ, "TCPLOCALIP", b"unknown")),
         clock=clock or (lambda: 0),
         max_errors=error_limit(environ),
-        **_extensions(environ, control, greeting, clock or (lambda: 0), auth_checker, warnings),
+        **_extensions(environ, files, greeting, clock or (lambda: 0), auth_checker, warnings),
     )
 
-    deadline = leading_number(os.fsencode(environ.get("SMTPD_DEADLINE", ""))) or DEFAULT_DEADLINE
-    deadline = min(deadline, MAX_SECONDS)
+    home = os.fsdecode(raw.home)
     # Set but empty is still set: qmail would exec "" and answer 451, so do we.
     queue_program = environ.get("QMAILQUEUE")
     if queue_program is None:
         candidate = os.path.join(home, "bin", "qmail-queue")
         if os.path.exists(candidate):
             queue_program = candidate
-    settings = Settings(session, timeout, deadline, home, queue_program,
+    settings = Settings(session, raw.timeout, raw.deadline, home, queue_program,
                         os.path.join(home, SPOOL_DIRNAME), warnings)
-    cert = os.path.join(control, "servercert.pem")
-    if os.path.lexists(cert):
-        settings.tls_cert = cert
-        settings.tls_ciphers = control_line(os.path.join(control, "tlsciphers"))
-        settings.tls_protocols = _read(os.path.join(control, "tlsprotocols"))
+    if raw.cert:
+        settings.tls_cert = os.path.join(control, "servercert.pem")
+        settings.tls_ciphers = first_line(files[b"tlsciphers"])
+        settings.tls_protocols = files[b"tlsprotocols"]
     return settings
 
 
-def _extensions(environ, control, greeting, clock, auth_checker, warnings):
+def _extensions(environ, files, greeting, clock, auth_checker, warnings):
     """SessionConfig's AUTH, submission and tarpit settings (docs/smtpd.md)."""
     auth, notes = parse_smtpauth(_env(environ, "SMTPAUTH"), auth_checker)
     warnings += notes
@@ -278,12 +206,12 @@ def _extensions(environ, control, greeting, clock, auth_checker, warnings):
     for name in ("tarpitcount", "tarpitdelay"):
         value = _env(environ, name.upper())
         if value is None:
-            value = control_line(os.path.join(control, name)) or b"0"
-        number = leading_number(value)
-        if number is None:
+            value = first_line(files[name.encode()]) or b"0"
+        found = leading_number(value)
+        if found is None:
             warnings.append(f"{name.upper()}={value.decode(errors='replace')!r} is not a number:"
                             " no tarpit")
-        tarpit[name] = min(number or 0, MAX_SECONDS)
+        tarpit[name] = min(found or 0, MAX_SECONDS)
     pid = os.getpid()
 
     def challenge():

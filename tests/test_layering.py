@@ -51,7 +51,7 @@ EDGE_MODULES = {
     "tcpserver_py/tcpserver.py", "tcpserver_py/tcpenv.py",
     "tcpserver_py/__main__.py", "tcpserver_py/launch.py",
     "tcpserver_py/server/noexec.py",
-    "smtpd_child/main.py", "smtpd_child/config.py", "smtpd_child/spoolcli.py",
+    "smtpd_child/main.py", "smtpd_child/driver.py", "smtpd_child/config.py", "smtpd_child/spoolcli.py",
     "smtpd_child/setup_local.py", "smtpd_child/__main__.py",
     "smtpd_child/passwords/program.py", "smtpd_child/relayctrl/allow.py",
     "smtpd_child/relayctrl/check.py", "smtpd_child/relayctrl/age.py",

@@ -29,7 +29,7 @@ SEND, FLUSH, OPEN, WRITE, ABORT, COMMIT, CLOSE = (
 
 MAX_RECIPIENTS = 100
 MAX_ERRORS = 20         # Postfix's smtpd_hard_error_limit
-INTERNAL_ERROR = b"421 internal error (#4.3.0)\r\n"
+INTERNAL_ERROR = replies.INTERNAL_ERROR
 
 _COMMAND, _WAIT_OPEN, _DATA, _WAIT_COMMIT, _CLOSED = range(5)
 

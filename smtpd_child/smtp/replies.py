@@ -66,6 +66,7 @@ NO_RELAY = b"553 we don't relay (#5.7.1)\r\n"
 NEEDS_DOMAIN = b"553 sorry, that address needs a domain (#5.1.3)\r\n"
 SESSION_DEADLINE = b"451 session time limit exceeded (#4.4.2)\r\n"
 TOO_MANY_ERRORS = b"421 too many errors (#4.7.0)\r\n"
+INTERNAL_ERROR = b"421 internal error (#4.3.0)\r\n"      # a bug, never a traceback
 
 # qmail-queue status strings (first byte D = permanent, Z = temporary),
 # keyed by the queue program's exit code, as qmail.c's qmail_close().
