@@ -9,7 +9,10 @@ cannot be mapped, a MemoryError) still ends with one line on stderr and exit
 inetd stderr may be the client's connection: nothing is written there.
 """
 
-import os
+# os's C half: `os` itself (posixpath, stat, collections.abc) costs about
+# 1 ms of every exec'd program's start-up, and smtpd-child writes its
+# greeting without it (smtpd_child/main.py).
+import posix
 import sys
 
 # The limit the example run scripts use (docs/install.md: the floor measured
@@ -21,11 +24,11 @@ ENOMEM = 12
 def _read_limits() -> bytes:
     """/proc/self/limits, read before anything can run out of memory."""
     try:
-        fd = os.open("/proc/self/limits", os.O_RDONLY)
+        fd = posix.open("/proc/self/limits", posix.O_RDONLY)
         try:
-            return os.read(fd, 8192)
+            return posix.read(fd, 8192)
         finally:
-            os.close(fd)
+            posix.close(fd)
     except OSError:
         return b""
 
@@ -64,7 +67,7 @@ def stderr_is_the_connection() -> bool:
     """Under inetd/xinetd fd 2 is often the client's socket, as fd 0 is:
     nothing meant for the administrator may be written there."""
     try:
-        err, conn = os.fstat(2), os.fstat(0)
+        err, conn = posix.fstat(2), posix.fstat(0)
     except OSError:
         return False
     return (err.st_dev, err.st_ino) == (conn.st_dev, conn.st_ino)
@@ -72,12 +75,12 @@ def stderr_is_the_connection() -> bool:
 
 def _too_low(name: bytes, limits: bytes) -> None:
     try:
-        os.fstat(0)         # no fd 0: nothing to tell the two apart, say nothing
+        posix.fstat(0)         # no fd 0: nothing to tell the two apart, say nothing
         if not stderr_is_the_connection():
-            os.write(2, too_low_line(name, memory_limit(limits)))
+            posix.write(2, too_low_line(name, memory_limit(limits)))
     except Exception:
         pass
-    os._exit(111)
+    posix._exit(111)
 
 
 def run(name: bytes, module: str) -> None:
