@@ -41,7 +41,8 @@ def main() -> None:
         output.add(replies.CONTROLS)
         _exit(output, 100)
     try:
-        raw = startup.read(_environment())
+        # os.environb's own data: under tcpserver --preload, this connection's.
+        raw = startup.read(posix.environ)
     except MemoryError:
         log_nomem()
         output.add(replies.OUT_OF_MEMORY)
@@ -73,15 +74,6 @@ def main() -> None:
         log(f"unable to start the session: {type(e).__name__}: {e}")
         _refuse_next(output, replies.INTERNAL_ERROR)
     _exit(output, session.run(started))
-
-
-def _environment():
-    """The environment, as bytes.  In a fresh interpreter `os` is not
-    imported yet and posix.environ is the environment; under tcpserver
-    --preload os.environb holds this connection's, posix.environ the
-    parent's start-up copy."""
-    os = sys.modules.get("os")
-    return posix.environ if os is None else os.environb
 
 
 def _refuse_next(output, reply):
