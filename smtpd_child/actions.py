@@ -1,7 +1,7 @@
 """The I/O behind the session's extension actions (smtp/extensions.py):
 STARTTLS handshakes, checkpassword runs, delays and log lines.
 
-main.Driver hands them here.  Every wait is bounded by the session deadline,
+driver.Driver hands them here.  Every wait is bounded by the session deadline,
 and a client that closes its side during a delay (tarpit, failed AUTH) ends
 the session at once: it costs nothing more.
 """

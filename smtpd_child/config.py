@@ -22,7 +22,7 @@ SPOOL_DIRNAME = "spool"
 
 
 class Settings:
-    """What main.py needs: the session's config plus the driver's knobs."""
+    """What driver.py needs: the session's config plus the driver's knobs."""
 
     tls_cert = None         # control/servercert.pem when it exists
     tls_ciphers = None      # first line of control/tlsciphers
