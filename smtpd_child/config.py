@@ -14,6 +14,7 @@ from smtpd_child import startup
 from smtpd_child.auth.options import parse_smtpauth
 from smtpd_child.smtp.policy import ControlReadError, Policy
 from smtpd_child.smtp.protocol import SessionConfig
+# ControlsUnreadable: load() raises it, callers may catch config.ControlsUnreadable.
 from smtpd_child.startup import (ControlsUnreadable, MAX_SECONDS, first_line,  # noqa: F401
                                  leading_number, number)
 
