@@ -5,14 +5,14 @@ separated by spaces or commas), else the `nameserver` lines of
 server tried with growing timeouts of 1, 3, 11 and 45 seconds.  /etc/hosts
 is not consulted, as it is not by the original.
 
-Used only after the fork (or in tcp-env), so a slow resolver delays one
-client only.
+Each query is a step machine (net/steps.py): tcp-env and the forked child
+drive it by blocking, the listening parent from its poll loop, so a slow
+resolver delays one client only.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import socket
 import struct
 import time
@@ -20,6 +20,7 @@ from typing import Mapping
 
 from .dnswire import (RCODE_NXDOMAIN, RCODE_OK, TYPE_A, TYPE_AAAA, TYPE_PTR, BadPacket,
                       build_query, encode_name, parse_answer, reverse_domain)
+from .steps import READ, Machine, NewSocket, Wait, run
 
 TIMEOUTS = (1, 3, 11, 45)
 RESOLV_CONF = "/etc/resolv.conf"
@@ -62,57 +63,78 @@ def server_list(env: Mapping[bytes, bytes]) -> list[str]:
 
 
 class Resolver:
+    """The queries are step machines (net/steps.py): `*_steps` methods are
+    driven by the listening parent's poll loop, the plain methods block."""
+
     def __init__(self, servers: list[str], timeouts: tuple[float, ...] = TIMEOUTS):
         self.servers = servers
         self.timeouts = timeouts
 
-    def query(self, wire_name: bytes, qtype: int) -> list[bytes]:
+    def query_steps(self, wire_name: bytes, qtype: int) -> Machine[list[bytes]]:
         """Answers of `qtype` ([] for NXDOMAIN or no records); SoftDnsError
         when no server answers usefully."""
         for timeout in self.timeouts:
             for server in self.servers:
-                result = self._ask(server, wire_name, qtype, timeout)
+                result = yield from self._ask(server, wire_name, qtype, timeout)
                 if result is not None:
                     return result
         raise SoftDnsError(wire_name)
 
     def _ask(self, server: str, wire_name: bytes, qtype: int,
-             timeout: float) -> list[bytes] | None:
+             timeout: float) -> Machine[list[bytes] | None]:
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
         qid = struct.unpack(">H", os.urandom(2))[0]
         deadline = time.monotonic() + timeout
         try:
-            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock = yield NewSocket(family, socket.SOCK_DGRAM)
+        except OSError:
+            return None
+        try:
+            with sock:
                 sock.connect((server, DNS_PORT))   # only that server's replies
                 sock.send(build_query(qid, wire_name, qtype))
                 while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
+                    if not (yield Wait(sock.fileno(), READ, deadline)):
                         return None
-                    packet = sock.recv(65535)
+                    try:
+                        packet = sock.recv(65535)
+                    except BlockingIOError:
+                        continue
                     try:
                         rcode, answers = parse_answer(packet, qid, wire_name, qtype)
-                    except BadPacket:
-                        continue          # not ours: keep waiting
+                    except (BadPacket, ValueError, IndexError, struct.error):
+                        # Not ours, or garbage: keep waiting.  Whatever a
+                        # hostile server sends ends here or as "no name".
+                        continue
                     if rcode == RCODE_OK or rcode == RCODE_NXDOMAIN:
                         return answers if rcode == RCODE_OK else []
                     return None           # SERVFAIL, REFUSED...: next server
         except OSError:
             return None
 
-    def name(self, ip: str) -> bytes | None:
+    def name_steps(self, ip: str) -> Machine[bytes | None]:
         """First PTR name of `ip` (lower-case), None if there is none."""
-        answers = self.query(reverse_domain(ip), TYPE_PTR)
+        answers = yield from self.query_steps(reverse_domain(ip), TYPE_PTR)
         return answers[0] if answers else None
 
-    def addresses(self, name: bytes, ipv6: bool) -> list[str]:
+    def addresses_steps(self, name: bytes, ipv6: bool) -> Machine[list[str]]:
         try:
             wire = encode_name(name)
         except ValueError:
             return []
         if b"\\" in name:
             return []   # an escaped (unusual) name cannot be asked for again
-        return [a.decode() for a in self.query(wire, TYPE_AAAA if ipv6 else TYPE_A)]
+        answers = yield from self.query_steps(wire, TYPE_AAAA if ipv6 else TYPE_A)
+        return [a.decode() for a in answers]
+
+    def query(self, wire_name: bytes, qtype: int) -> list[bytes]:
+        return run(self.query_steps(wire_name, qtype))
+
+    def name(self, ip: str) -> bytes | None:
+        return run(self.name_steps(ip))
+
+    def addresses(self, name: bytes, ipv6: bool) -> list[str]:
+        return run(self.addresses_steps(name, ipv6))
 
 
 def resolver_for(env: Mapping[bytes, bytes]) -> Resolver:
