@@ -3,8 +3,9 @@
 Everything here runs in the forked child and never returns into the
 parent's code: it ends in exec of the program or in os._exit().  The order
 of the steps is the original's (spec: banner, local address and name, the
-environment, remote name, ident, rules, log line, deny or exec), so a slow
-DNS or ident answer delays only this client.
+environment, remote name, ident, rules, log line, deny or exec); the steps
+up to ident are server/prepare.py's, which the parent may have begun or
+done already (server/lookupwait.py): the child carries on from there.
 """
 
 from __future__ import annotations
@@ -19,20 +20,17 @@ from typing import NoReturn
 from .. import logfmt
 from ..errstr import error_str
 from ..exitcodes import PERMANENT, TEMPORARY
-from ..net.lookup import ident, interface_name, remote_name, reverse_name
+from ..net.lookup import interface_name
+from ..net.steps import run
 from ..options import Options, VERBOSE, QUIET
-from ..net.resolver import SoftDnsError, resolver_for
 from ..rules.cdbfile import RulesReadError, rule_for
 from ..ucspi import Connection, child_environment, per_ip_limit
 from . import noexec
+from .prepare import Drop, Progress, canonical_local_ip, prepare
 from .preload import load_failure
 
 DEFAULT_PATH = b"/bin:/usr/bin"
 EXEC_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
-
-
-class Drop(Exception):
-    """Stop serving this connection: log a warning, exit 111."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +42,7 @@ class Accepted:
     scope_id: int         # non-zero for scoped (link-local) IPv6 clients
     ip_count: int         # children of this address, this one included
     local: tuple[str, int] | None = None   # named by a PROXY header, else the socket's
+    progress: Progress | None = None       # what the parent already did (prepare.py)
 
 
 class ChildLog:
@@ -120,41 +119,14 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-    if opts.banner:
-        try:
-            view = memoryview(opts.banner)
-            while view:
-                view = view[os.write(accepted.fd, view):]
-        except OSError as exc:
-            raise Drop(f"unable to print banner: {error_str(exc.errno)}") from None
-    try:
-        local = accepted.local or sock.getsockname()
-    except OSError as exc:
-        raise Drop(f"unable to get local address: {error_str(exc.errno)}") from None
-    local_ip = local[0].split("%", 1)[0]
-    if local_ip.startswith("::ffff:") and "." in local_ip:
-        local_ip = local_ip[7:]
+    progress = accepted.progress or Progress(opts.banner)
+    run(prepare(sock, remote_ip, accepted.remote_port, accepted.local, opts, base_env,
+                progress))
+    local_host, remote_host, remote_info = progress.names()
+    local = progress.local
+    local_ip = canonical_local_ip(local)
     local_port = local[1]
     ipv6 = ":" in remote_ip
-
-    resolver = None
-    if opts.local_name is None or opts.remote_host_lookup:
-        resolver = resolver_for(base_env)   # $DNSCACHEIP, as the original
-    if opts.local_name is not None:
-        local_host = opts.local_name
-    else:
-        try:
-            local_host = reverse_name(resolver, local_ip)
-        except SoftDnsError:
-            local_host = None
-    remote_host = None
-    if opts.remote_host_lookup:
-        remote_host = remote_name(resolver, remote_ip, opts.paranoid)
-    remote_info = None
-    if opts.ident:
-        family = socket.AF_INET6 if ipv6 else socket.AF_INET
-        remote_info = ident(local_ip, local_port, remote_ip, accepted.remote_port,
-                            family, opts.ident_timeout)
 
     rule = None
     if opts.rules is not None:
