@@ -31,6 +31,7 @@ cat <&1 > /dev/null
 env > "$OUT/env.$$"
 exit 0
 """
+GLIBC_SPAWN_IGNORED = (1 << 31) | (1 << 32)      # signals 32 and 33
 STATUS_FIELDS = ("SigBlk", "SigIgn", "SigCgt", "Uid", "Gid", "Groups")
 NOBODY = 65534
 
@@ -156,8 +157,8 @@ def work():
 @pytest.mark.parametrize("ids", [False, True], ids=["same-user", "with-u-g"])
 @pytest.mark.parametrize("lookups", ["-hRl0", "-HRl0"], ids=["forked-child", "quick-path"])
 def test_preloaded_child_sees_what_exec_gives(work, ids, lookups):
-    """Exec'd by the forked child (the C tcpserver's way) against preloaded,
-    from the forked child or (no lookups) from the parent's quick path."""
+    """Exec'd against preloaded, with a name lookup (done by the parent's
+    poll loop) or none: both then take the parent's quick path."""
     if ids and os.getuid() != 0:
         pytest.skip("-u/-g need root to change user")
     extra = ["-u", str(NOBODY), "-g", str(NOBODY)] if ids else []
@@ -176,6 +177,13 @@ def test_preloaded_child_sees_what_exec_gives(work, ids, lookups):
     finally:
         os.close(read_end)
         os.close(write_end)
+    # The exec'd program is started by posix_spawn from the parent (the
+    # lookups too are the parent's now): glibc leaves its internal signals
+    # 32 and 33 ignored there (docs/tcpserver.md, How a connection is
+    # served); the preloaded child, forked, has them at their defaults, as
+    # under the C tcpserver.  Every other signal must agree.
+    by_exec["status"]["SigIgn"] = "%016x" % (int(by_exec["status"]["SigIgn"], 16)
+                                             & ~GLIBC_SPAWN_IGNORED)
     assert preloaded == by_exec
     assert env_preload == env_exec
     # ... and what both see is what a UCSPI child must see.

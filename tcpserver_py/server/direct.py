@@ -42,11 +42,15 @@ def usable(opts: Options) -> bool:
 
 def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: int,
               opts: Options, base_env: dict[bytes, bytes], prog: str,
-              proxied_local: tuple[str, int] | None = None) -> int | None:
+              proxied_local: tuple[str, int] | None = None,
+              names: tuple | None = None) -> int | None:
     """Start the program for this connection; return its pid, or None to
     have the caller fork the ordinary child instead.  `proxied_local`: the
-    destination a PROXY header named, used instead of the socket's.  With
-    --preload the program is forked from here instead (noexec.py)."""
+    destination a PROXY header named, used instead of the socket's.  `names`:
+    (TCPLOCALHOST, TCPREMOTEHOST, TCPREMOTEINFO) as the parent found them
+    (lookupwait.py); else -l's name and none.  With --preload the program is
+    forked from here instead (noexec.py)."""
+    local_host, remote_host, remote_info = names or (opts.local_name, None, None)
     sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
     try:
         if opts.kill_ip_options and "." in remote_ip:
@@ -71,7 +75,7 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
         # find_rule never blocks (O_NONBLOCK, regular files only), so the
         # parent can read the rules without risk to the other clients.
         try:
-            found = find_rule(opts.rules, remote_ip)
+            found = find_rule(opts.rules, remote_ip, remote_host, remote_info)
         except RulesReadError:
             return None
         if found is not None:
@@ -82,8 +86,8 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
     if limit and ip_count > limit:
         return None
     conn = Connection(local_ip=local_ip, local_port=local[1], remote_ip=remote_ip,
-                      remote_port=remote_port, local_host=opts.local_name,
-                      ipv6=":" in remote_ip)
+                      remote_port=remote_port, local_host=local_host,
+                      remote_host=remote_host, remote_info=remote_info, ipv6=":" in remote_ip)
     env = child_environment(base_env, conn, rule)
     program = opts.program[0]
     if noexec.loaded is not None:
@@ -101,8 +105,8 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
             return None
     if opts.verbosity == VERBOSE:
         line = logfmt.pid_from(prog, pid, remote_ip) + logfmt.decision(
-            prog, True, pid, opts.local_name, local_ip, local[1], None, remote_ip, None,
-            remote_port)
+            prog, True, pid, local_host, local_ip, local[1], remote_host, remote_ip,
+            remote_info, remote_port)
         try:
             os.write(2, line)
         except OSError:

@@ -5,7 +5,9 @@ reaps with waitpid(-1, WNOHANG) and exits on SIGTERM; SIGQUIT is the
 graceful stop (server/drain.py).  At the -c limit the
 listening socket is simply not polled, so new clients wait in the kernel's
 backlog; a connection is never accepted only to be closed.  The per-client
-work (DNS, ident, rules) happens in the child, after the fork.
+work (banner, DNS, ident: lookupwait.py; rules and environment: direct.py)
+happens here without ever blocking; anything unusual goes to a forked child
+(child.py).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import socket
 from typing import Callable, NoReturn
 
 from .. import logfmt
-from .child import Accepted, run_child
+from .child import Accepted, over_limit, run_child
 from .children import ChildTable
 from .direct import try_spawn, usable
 from .drain import Drain
+from .lookupwait import LookupIntake
+from .prepare import Progress
 from .proxywait import ProxyIntake
 from ..errstr import error_str
 from ..options import Options, QUIET, VERBOSE
@@ -65,128 +69,237 @@ def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes],
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     listener.setblocking(False)
     listen_fd = listener.fileno()
-    close_in_child = (listen_fd, wake_read, wake_write)
-    verbose = opts.verbosity == VERBOSE
-    quiet = opts.verbosity == QUIET
-    limit = opts.limit
-    table = ChildTable()
-    quick = usable(opts)
-    family = listener.family
+    poller = select.poll()
+    poller.register(wake_read, select.POLLIN)
+    parent = _Parent(opts, base_env, listener.family, (listen_fd, wake_read, wake_write),
+                     poller)
+    parent.run(listener, wake_read, at_exit)
 
-    def write(line: bytes) -> None:
+
+class _Parent:
+    """The loop's state; one per server."""
+
+    def __init__(self, opts: Options, base_env: dict[bytes, bytes], family: int,
+                 close_in_child: tuple[int, ...], poller):
+        self.opts = opts
+        self.base_env = base_env
+        self.family = family
+        self.close_in_child = close_in_child
+        self.poller = poller
+        self.verbose = opts.verbosity == VERBOSE
+        self.quiet = opts.verbosity == QUIET
+        self.limit = opts.limit
+        self.table = ChildTable()
+        self.quick = usable(opts)
+        self.paused = False
+        self.proxy = None
+        if opts.proxy_from:
+            self.proxy = ProxyIntake(opts.proxy_from, opts.proxy_timeout, poller, family,
+                                     self.write, self.quiet)
+        # A banner or lookups: the parent does them (lookupwait.py), then
+        # serves the connection as on the quick path.
+        self.lookups = None
+        if not self.quick:
+            self.lookups = LookupIntake(opts, base_env, family, poller, self._prepared)
+
+    def write(self, line: bytes) -> None:
         try:
             os.write(2, line)
         except OSError:
             pass
 
-    if verbose:
-        write(logfmt.status(PROG, 0, limit))
+    def busy(self) -> int:
+        """Children and connections held for their preamble: what -c counts."""
+        return len(self.table) + (len(self.lookups) if self.lookups is not None else 0)
 
-    # Objects that exist now live for the whole run: keep the collector off
-    # them, so that forked children do not copy pages it would touch.
-    gc.freeze()
+    def run(self, listener: socket.socket, wake_read: int,
+            at_exit: Callable[[], None] | None) -> NoReturn:
+        opts, poller, table, proxy, lookups = (self.opts, self.poller, self.table,
+                                               self.proxy, self.lookups)
+        listen_fd = listener.fileno()
+        write = self.write
+        if self.verbose:
+            write(logfmt.status(PROG, 0, self.limit))
 
-    def finish() -> NoReturn:
-        if at_exit is not None:
-            at_exit()     # e.g. remove the pidfile
-        os._exit(0)
+        # Objects that exist now live for the whole run: keep the collector off
+        # them, so that forked children do not copy pages it would touch.
+        gc.freeze()
 
-    poller = select.poll()
-    poller.register(wake_read, select.POLLIN)
-    polling_listener = False
-    proxy = None
-    if opts.proxy_from:
-        proxy = ProxyIntake(opts.proxy_from, opts.proxy_timeout, poller, family, write, quiet)
-    drain = None
-    paused = starved_logged = False
-    while True:
-        if _Signals.terminated:
-            finish()
-        if _Signals.draining and drain is None:
-            if polling_listener:
-                poller.unregister(listen_fd)
-                polling_listener = False
-            listener.close()     # new clients go to another server or wait for us
-            limit = 0
-            if proxy is not None:
-                proxy.drop_all("server stopping")
-            drain = Drain(table, opts.stop_timeout, write, quiet)
-        if drain is not None and drain.done():
-            finish()
-        want = len(table) + (len(proxy) if proxy is not None else 0) < limit and not paused
-        if want != polling_listener:
-            if want:
-                poller.register(listen_fd, select.POLLIN)
-            else:
-                poller.unregister(listen_fd)
-            polling_listener = want
-        timeouts = [t for t in (proxy.poll_timeout() if proxy is not None else None,
-                                drain.poll_timeout() if drain is not None else None,
-                                RESOURCE_PAUSE * 1000 if paused else None)
-                    if t is not None]
-        ready = poller.poll(min(timeouts) if timeouts else None)
-        paused = False
-        for fd, _ in ready:
-            if fd == wake_read:
-                try:
-                    while os.read(wake_read, 512):
-                        pass
-                except OSError:
-                    pass
-            elif proxy is not None and fd in proxy:
-                handed = proxy.ready(fd)
-                if handed is not None:
-                    _spawn(handed[0], handed[1], table, opts, base_env, close_in_child,
-                           verbose, quiet, write, family if quick else 0, local=handed[2])
-        if proxy is not None:
-            proxy.expire()
-        _reap(table, verbose, opts.limit, write)
-        if _Signals.terminated:
-            finish()
-        while drain is None and len(table) + (len(proxy) if proxy is not None else 0) < limit:
-            try:
-                conn_fd, addr = listener._accept()   # (fd, address): no socket object
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno in OUT_OF_RESOURCES:
-                    paused = True
-                    if not starved_logged:           # once per shortage, not per retry
-                        write(logfmt.warning(PROG, "unable to accept: "
-                                             + error_str(exc.errno)))
-                        starved_logged = True
-                break                                # or a transient error
-            local = None
-            if proxy is not None:
-                handed = proxy.admit(conn_fd, addr, _canonical_ip(addr))
-                if handed is None:
-                    continue                         # held for its header, or dropped
-                conn_fd, addr, local = handed
-            if not _spawn(conn_fd, addr, table, opts, base_env, close_in_child,
-                          verbose, quiet, write, family if quick else 0, local=local):
-                paused = True                        # fork failed: no process to spare
-                break
-            starved_logged = False
+        def finish() -> NoReturn:
+            if lookups is not None:
+                lookups.hand_all()   # as the original's children, they carry on
+            if at_exit is not None:
+                at_exit()     # e.g. remove the pidfile
+            os._exit(0)
+
+        polling_listener = False
+        drain = None
+        starved_logged = False
+        while True:
             if _Signals.terminated:
                 finish()
+            if _Signals.draining and drain is None:
+                if polling_listener:
+                    poller.unregister(listen_fd)
+                    polling_listener = False
+                listener.close()     # new clients go to another server or wait for us
+                self.limit = 0
+                if proxy is not None:
+                    proxy.drop_all("server stopping")
+                if lookups is not None:
+                    lookups.hand_all()   # children now: the drain waits for them
+                drain = Drain(table, opts.stop_timeout, write, self.quiet)
+            if drain is not None and drain.done():
+                finish()
+            held = len(proxy) if proxy is not None else 0
+            want = self.busy() + held < self.limit and not self.paused
+            if want != polling_listener:
+                if want:
+                    poller.register(listen_fd, select.POLLIN)
+                else:
+                    poller.unregister(listen_fd)
+                polling_listener = want
+            timeouts = [t for t in (proxy.poll_timeout() if proxy is not None else None,
+                                    lookups.poll_timeout() if lookups is not None else None,
+                                    drain.poll_timeout() if drain is not None else None,
+                                    RESOURCE_PAUSE * 1000 if self.paused else None)
+                        if t is not None]
+            ready = poller.poll(min(timeouts) if timeouts else None)
+            self.paused = False
+            for fd, _ in ready:
+                if fd == wake_read:
+                    try:
+                        while os.read(wake_read, 512):
+                            pass
+                    except OSError:
+                        pass
+                elif lookups is not None and fd in lookups:
+                    lookups.ready(fd)
+                elif proxy is not None and fd in proxy:
+                    handed = proxy.ready(fd)
+                    if handed is not None:
+                        self.start(*handed)
+            if proxy is not None:
+                proxy.expire()
+            if lookups is not None:
+                lookups.expire()
+            self.reap()
+            if _Signals.terminated:
+                finish()
+            while (drain is None and not self.paused
+                   and self.busy() + (len(proxy) if proxy is not None else 0) < self.limit):
+                try:
+                    conn_fd, addr = listener._accept()   # (fd, address): no socket object
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno in OUT_OF_RESOURCES:
+                        self.paused = True
+                        if not starved_logged:           # once per shortage, not per retry
+                            write(logfmt.warning(PROG, "unable to accept: "
+                                                 + error_str(exc.errno)))
+                            starved_logged = True
+                    break                                # or a transient error
+                local = None
+                if proxy is not None:
+                    handed = proxy.admit(conn_fd, addr, _canonical_ip(addr))
+                    if handed is None:
+                        continue                         # held for its header, or dropped
+                    conn_fd, addr, local = handed
+                self.start(conn_fd, addr, local)
+                if self.paused:
+                    break                                # fork failed: no process to spare
+                starved_logged = False
+                if _Signals.terminated:
+                    finish()
 
+    def start(self, conn_fd: int, addr, local: tuple[str, int] | None) -> None:
+        """A connection to serve (its PROXY header, if any, read)."""
+        ip = _canonical_ip(addr)
+        lookups = self.lookups
+        count = self.table.count_for(ip) + 1
+        if lookups is not None:
+            count += lookups.count_for(ip)
+            scoped = len(addr) == 4 and addr[3]
+            # Held here unless the child must log a refusal with its pid (no
+            # rule can change -C: refused before the banner) or a scoped
+            # IPv6 client needs TCP6INTERFACE.
+            if not scoped and not (self.opts.rules is None
+                                   and over_limit(count, self.opts.per_ip_limit)):
+                if self.verbose:
+                    self.write(logfmt.status(PROG, self.busy() + 1, self.limit))
+                lookups.admit(conn_fd, addr, ip, count, local)
+                return
+        if self.verbose:
+            self.write(logfmt.status(PROG, self.busy() + 1, self.limit))
+        self.spawn(conn_fd, addr, ip, count, local, None)
 
-def _reap(table: ChildTable, verbose: bool, limit: int, write) -> None:
-    while True:
+    def _prepared(self, conn_fd: int, addr, ip: str, count: int,
+                  local: tuple[str, int] | None, progress: Progress, complete: bool) -> None:
+        """The parent's preamble for a held connection ended (lookupwait.py)."""
+        self.spawn(conn_fd, addr, ip, count, local, progress, complete)
+
+    def spawn(self, conn_fd: int, addr, ip: str, count: int,
+              local: tuple[str, int] | None, progress: Progress | None,
+              complete: bool = False) -> None:
+        """Start the child for a connection.  When fork() fails for want of
+        resources (the connection is dropped and logged, as the original
+        does), the listener pauses.  `local`: the destination a PROXY
+        header named (our TCPLOCALIP/PORT).  `progress`: what the parent
+        did of the preamble; `complete`: all of it, and nothing to report."""
+        opts = self.opts
+        quick = self.quick or (complete and progress is not None)
+        if quick:
+            names = progress.names() if progress is not None else None
+            try:
+                pid = try_spawn(conn_fd, self.family, ip, addr[1], count, opts,
+                                self.base_env, PROG, progress.local if names else local,
+                                names=names)
+            except Exception:
+                pid = None    # never let one connection end the server: fork instead
+            if pid is not None:
+                self.table.add(pid, ip)
+                os.close(conn_fd)
+                return
+        close_fds = self.close_in_child
+        if self.lookups is not None and len(self.lookups):
+            close_fds = close_fds + self.lookups.descriptors()
+        scope_id = addr[3] if len(addr) == 4 else 0
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
+            pid = os.fork()
+        except OSError as exc:
+            if not self.quiet:
+                self.write(logfmt.dropping(PROG, f"unable to fork: {error_str(exc.errno)}"))
+            if self.verbose:
+                self.write(logfmt.status(PROG, self.busy(), opts.limit))
+            os.close(conn_fd)
+            if exc.errno in OUT_OF_RESOURCES:
+                self.paused = True
             return
-        except InterruptedError:
-            continue
         if pid == 0:
-            return
-        # Every reaped child is logged, as the original does, even one
-        # inherited from a shell that exec'd us; only ours are counted (the
-        # original counts such a child down too, and then runs one over -c).
-        table.remove(pid)
-        if verbose:
-            write(logfmt.end(PROG, pid, status) + logfmt.status(PROG, len(table), limit))
+            run_child(Accepted(conn_fd, ip, addr[1], scope_id, count, local, progress), opts,
+                      self.base_env, close_fds, PROG)
+        self.table.add(pid, ip)
+        os.close(conn_fd)
+
+    def reap(self) -> None:
+        table = self.table
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            # Every reaped child is logged, as the original does, even one
+            # inherited from a shell that exec'd us; only ours are counted (the
+            # original counts such a child down too, and then runs one over -c).
+            table.remove(pid)
+            if self.verbose:
+                self.write(logfmt.end(PROG, pid, status)
+                           + logfmt.status(PROG, self.busy(), self.opts.limit))
 
 
 def _canonical_ip(addr) -> str:
@@ -194,42 +307,3 @@ def _canonical_ip(addr) -> str:
     if ip.startswith("::ffff:") and "." in ip:
         ip = ip[7:]                       # IPv4 client of a dual-stack socket
     return ip.split("%", 1)[0] if len(addr) == 4 else ip
-
-
-def _spawn(conn_fd: int, addr, table: ChildTable, opts: Options,
-           base_env: dict[bytes, bytes], close_in_child: tuple[int, ...],
-           verbose: bool, quiet: bool, write, quick_family: int,
-           local: tuple[str, int] | None = None) -> bool:
-    """Start the child for a connection; False if fork() failed for want of
-    resources (the connection is dropped and logged, as the original does).
-    `local`: the destination a PROXY header named (our TCPLOCALIP/PORT)."""
-    ip = _canonical_ip(addr)
-    scope_id = addr[3] if len(addr) == 4 else 0
-    count = table.count_for(ip) + 1
-    if verbose:
-        write(logfmt.status(PROG, len(table) + 1, opts.limit))
-    if quick_family:
-        try:
-            pid = try_spawn(conn_fd, quick_family, ip, addr[1], count, opts, base_env, PROG,
-                            local)
-        except Exception:
-            pid = None    # never let one connection end the server: fork instead
-        if pid is not None:
-            table.add(pid, ip)
-            os.close(conn_fd)
-            return True
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        if not quiet:
-            write(logfmt.dropping(PROG, f"unable to fork: {error_str(exc.errno)}"))
-        if verbose:
-            write(logfmt.status(PROG, len(table), opts.limit))
-        os.close(conn_fd)
-        return exc.errno not in OUT_OF_RESOURCES
-    if pid == 0:
-        run_child(Accepted(conn_fd, ip, addr[1], scope_id, count, local), opts, base_env,
-                  close_in_child, PROG)
-    table.add(pid, ip)
-    os.close(conn_fd)
-    return True
