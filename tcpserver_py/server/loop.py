@@ -100,7 +100,7 @@ class _Parent:
         # serves the connection as on the quick path.
         self.lookups = None
         if not self.quick:
-            self.lookups = LookupIntake(opts, base_env, family, poller, self._prepared)
+            self.lookups = LookupIntake(opts, base_env, family, poller, self.spawn)
 
     def write(self, line: bytes) -> None:
         try:
@@ -233,11 +233,6 @@ class _Parent:
         if self.verbose:
             self.write(logfmt.status(PROG, self.busy() + 1, self.limit))
         self.spawn(conn_fd, addr, ip, count, local, None)
-
-    def _prepared(self, conn_fd: int, addr, ip: str, count: int,
-                  local: tuple[str, int] | None, progress: Progress, complete: bool) -> None:
-        """The parent's preamble for a held connection ended (lookupwait.py)."""
-        self.spawn(conn_fd, addr, ip, count, local, progress, complete)
 
     def spawn(self, conn_fd: int, addr, ip: str, count: int,
               local: tuple[str, int] | None, progress: Progress | None,
