@@ -42,8 +42,8 @@ def bit(signum: int) -> int:
 
 class Server:
     """Our tcpserver running smtpd-child, by exec or --preload.  -h (a name
-    lookup, refused at once) keeps the exec'd child on the fork-and-exec path,
-    the program's own exec, rather than posix_spawn (see server/direct.py)."""
+    lookup, refused at once) is done by the parent's poll loop
+    (server/lookupwait.py) before the program is started."""
 
     def __init__(self, work: Path, preload: bool, extra=(), env=None, pass_fds=(),
                  lookups="-hRl0"):
@@ -155,7 +155,7 @@ def work():
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("ids", [False, True], ids=["same-user", "with-u-g"])
-@pytest.mark.parametrize("lookups", ["-hRl0", "-HRl0"], ids=["forked-child", "quick-path"])
+@pytest.mark.parametrize("lookups", ["-hRl0", "-HRl0"], ids=["lookup", "quick-path"])
 def test_preloaded_child_sees_what_exec_gives(work, ids, lookups):
     """Exec'd against preloaded, with a name lookup (done by the parent's
     poll loop) or none: both then take the parent's quick path."""
@@ -338,7 +338,7 @@ def test_exit_status_as_cpython_gives_it(code, expected):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("path", [["-HRl0"], ["-hRl0"]], ids=["posix_spawn", "fork"])
+@pytest.mark.parametrize("path", [["-HRl0"], ["-hRl0"]], ids=["posix_spawn", "lookup"])
 def test_signal_mask_passes_through_as_under_c(peer, path):
     """A signal blocked by whoever started tcpserver stays blocked in the
     program, as under the C tcpserver, on both of our exec paths."""

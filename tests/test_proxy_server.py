@@ -65,7 +65,8 @@ def served(output: bytes):
     return parse_env(head), data
 
 
-# -l0: the posix_spawn quick path; -B: the forked child; both after the header.
+# -l0: the posix_spawn quick path; -B: the parent writes a banner first; -lmx: the
+# same with another name; all after the header.
 PATHS = [["-l0"], ["-l0", "-Bhello\n"], ["-lmx"]]
 
 

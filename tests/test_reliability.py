@@ -27,10 +27,10 @@ ENV = {"PATH": "/usr/bin:/bin"}
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("total, banner", [(20000, b""), (4000, b"#")],
-                         ids=["spawn-20000", "fork-4000"])
+                         ids=["spawn-20000", "banner-4000"])
 def test_many_connections_limit_no_zombies_no_growth(tmp_path, total, banner):
-    # No banner: served by posix_spawn from the parent; a banner makes every
-    # connection go through a forked child.
+    # Served by posix_spawn from the parent; with a banner every connection
+    # is first held by the parent while it writes the banner.
     args = ["-1", "-HRl0", "-B", banner.decode(), "-c", "40", "-b", "128",
             "127.0.0.1", "0", "/bin/cat"]
     server = Server(our_program("tcpserver"), args, tmp_path / "s.log", env=ENV)
@@ -112,7 +112,7 @@ def test_rules_replaced_1000_times_while_serving(tmp_path):
         server.stop()
 
 
-@pytest.mark.parametrize("banner", [[], ["-B", "#"]], ids=["spawn", "fork"])
+@pytest.mark.parametrize("banner", [[], ["-B", "#"]], ids=["spawn", "banner"])
 def test_rules_corrupted_in_place_drop_and_server_lives(tmp_path, banner):
     good = '127.0.0.1:allow,V="good"\n' + "".join(f"10.0.{i}.:deny\n" for i in range(200))
     cdb = write_rules_c(tmp_path, good)

@@ -67,10 +67,10 @@ def strip_ports(env):
     return {k: v for k, v in env.items() if k not in ("TCPLOCALPORT", "TCPREMOTEPORT")}
 
 
-# Without a banner and with -HRl0 our server starts the program from the
-# parent (posix_spawn); a banner makes it fork a child first.  Both paths
-# must look the same from outside.
-BANNER_PATHS = pytest.mark.parametrize("banner", [[], ["-B", "#\n"]], ids=["spawn", "fork"])
+# Our server starts the program from the parent (posix_spawn); with a
+# banner the parent writes it first (server/lookupwait.py).  Both must look
+# the same from outside as the C tcpserver's forked child.
+BANNER_PATHS = pytest.mark.parametrize("banner", [[], ["-B", "#\n"]], ids=["spawn", "banner"])
 
 
 def without_banner(output: bytes, banner) -> bytes:
@@ -101,7 +101,7 @@ def test_child_environment_matches_c_tcpserver(pair, tmp_path, banner):
     assert "LC_CTYPE" not in one   # nothing added by the interpreter
 
 
-@pytest.mark.parametrize("banner", [b"", b"hello\r\n"], ids=["spawn", "fork"])
+@pytest.mark.parametrize("banner", [b"", b"hello\r\n"], ids=["spawn", "banner"])
 def test_log_lines_match_c_tcpserver(pair, tmp_path, banner):
     cdb = write_rules_c(tmp_path, RULES)
     both = pair(["-v", "-1", "-HR", "-l", "a:b%c d", "-B", banner.decode(), "-x", cdb,

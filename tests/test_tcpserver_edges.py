@@ -123,7 +123,7 @@ def test_listen_backlog_is_a_c_int_the_kernel_caps():
     assert listen_backlog(2 ** 31) == 2 ** 31 - 1
 
 
-@pytest.mark.parametrize("banner", [[], ["-B", "#\n"]], ids=["spawn", "fork"])
+@pytest.mark.parametrize("banner", [[], ["-B", "#\n"]], ids=["spawn", "banner"])
 def test_rule_variable_without_a_name_never_stops_the_server(tmp_path, banner):
     # `,="x"` compiles to `+=x`: the C tcpserver passes "=x" on, which no
     # program can look up by name; ours leaves it out and serves the client.

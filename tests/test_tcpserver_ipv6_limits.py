@@ -40,7 +40,7 @@ def write_cdb(path, records):
 
 
 @needs_ipv6
-@pytest.mark.parametrize("banner", [[], ["-B", ""], ["-B", "#"]], ids=["spawn", "spawn2", "fork"])
+@pytest.mark.parametrize("banner", [[], ["-B", ""], ["-B", "#"]], ids=["spawn", "spawn2", "banner"])
 def test_dual_stack_shows_ipv4_clients_dotted_and_ipv6_clients_as_tcp6(tmp_path, banner):
     rules = write_cdb(tmp_path / "r.cdb", [
         (b"0000:0000:0000:0000:0000:0000:0000:0001", encode_value(False, [(b"WHO", b"v6")])),
@@ -109,7 +109,7 @@ def hold(port, source):
     return sock
 
 
-@pytest.mark.parametrize("banner", [[], ["-B", "hi\n"]], ids=["spawn", "fork"])
+@pytest.mark.parametrize("banner", [[], ["-B", "hi\n"]], ids=["spawn", "banner"])
 def test_per_ip_limit_refuses_with_message(tmp_path, banner):
     server = start(tmp_path, ["-v", *banner, "-C", "2", "-M", "421 too many\r\n", "127.0.0.1",
                               "0", "/bin/cat"])
