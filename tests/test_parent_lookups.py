@@ -365,3 +365,140 @@ def test_names_from_dns_in_the_parent(tmp_path):
     finally:
         server.stop()
         dns.close()
+
+
+def accepted_pair():
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    fd, addr = listener._accept()
+    return listener, client, fd, addr
+
+
+def drive(intake, poller, handed, limit=100):
+    """The parent's loop, reduced to the intake."""
+    rounds = 0
+    while not handed:
+        for ready_fd, _ in poller.poll(intake.poll_timeout()):
+            if ready_fd in intake:
+                intake.ready(ready_fd)
+        intake.expire()
+        rounds += 1
+        assert rounds < limit
+
+
+@pytest.mark.timeout(30)
+def test_no_socket_for_ident_hands_the_rest_to_a_child(monkeypatch):
+    """Out of descriptors for the lookup socket: the child gets the
+    connection with the banner and the names done, ident still to do."""
+    import errno
+    from tcpserver_py.server import lookupwait
+
+    def no_socket(request):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(lookupwait, "new_socket", no_socket)
+    listener, client, fd, addr = accepted_pair()
+    poller = select.poll()
+    handed = []
+    opts = parse_args(["-Hl0", "-r", "-B", "hi\n", "127.0.0.1", "0", "true"])
+    intake = LookupIntake(opts, {}, socket.AF_INET, poller, lambda *a: handed.append(a))
+    try:
+        intake.admit(fd, addr, "127.0.0.1", 1, None)
+        (_, _, _, _, _, progress, complete), = handed
+        assert not complete
+        assert progress.banner == b"" and client.recv(10) == b"hi\n"   # written once
+        assert progress.local[0] == "127.0.0.1" and progress.local_host == b"0"
+        assert progress.remote_host is None and progress.remote_info is PENDING
+        assert len(intake) == 0 and intake.descriptors() == ()
+    finally:
+        os.close(fd)
+        client.close()
+        listener.close()
+
+
+@pytest.mark.timeout(30)
+def test_an_exception_in_the_parent_hands_the_connection_to_a_child(monkeypatch, identd):
+    """A bug met while reading an ident reply never reaches the loop: the
+    connection goes to a child with ident still to do."""
+    from tcpserver_py.net import lookup
+
+    def broken(line):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(lookup, "parse_ident_reply", broken)
+    listener, client, fd, addr = accepted_pair()
+    poller = select.poll()
+    handed = []
+    opts = parse_args(["-Hl0", "-r", "-t", "10", "127.0.0.1", "0", "true"])
+    intake = LookupIntake(opts, {}, socket.AF_INET, poller, lambda *a: handed.append(a))
+    try:
+        intake.admit(fd, (FAST, addr[1]), FAST, 1, None)       # asks FAST's identd
+        drive(intake, poller, handed)
+        (_, _, ip, _, _, progress, complete), = handed
+        assert (ip, complete) == (FAST, False) and progress.remote_info is PENDING
+        assert identd.events == [f"request {FAST}"]
+        assert len(intake) == 0 and intake.descriptors() == ()
+    finally:
+        os.close(fd)
+        client.close()
+        listener.close()
+
+
+class HostileDNS:
+    """Answers every question on DNS_IP:53 with garbage: random bytes, a
+    reply with our id but cut short, a compression loop, a wrong question."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind((DNS_IP, 53))
+        except OSError as exc:
+            self.sock.close()
+            pytest.skip(f"cannot bind {DNS_IP}:53: {exc}")
+        self.asked = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        import struct
+        while True:
+            try:
+                packet, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            self.asked += 1
+            qid = packet[:2]
+            question = packet[12:]
+            loop = qid + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + b"\xc0\x0c" + question[-4:]
+            for reply in (os.urandom(40), qid + b"\x81\x80\x00\x01\x00\x05",
+                          loop, qid + struct.pack(">HHHHH", 0x8180, 1, 0, 0, 0)
+                          + b"\x03www\x00" + question[-4:],
+                          qid + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + question
+                          + b"\xc0\x0c\x00\x0c\x00\x01\x00\x00\x00\x3c\xff\xff"):
+                self.sock.sendto(reply, peer)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.timeout(30)
+def test_hostile_dns_replies_are_no_name_in_the_parent(monkeypatch):
+    dns = HostileDNS()
+    monkeypatch.setattr(resolver_module.Resolver.__init__, "__defaults__", ((0.3,),))
+    listener, client, fd, addr = accepted_pair()
+    poller = select.poll()
+    handed = []
+    opts = parse_args(["-h", "-p", "-R", "127.0.0.1", "0", "true"])
+    intake = LookupIntake(opts, {b"DNSCACHEIP": DNS_IP.encode()}, socket.AF_INET, poller,
+                          lambda *a: handed.append(a))
+    try:
+        intake.admit(fd, addr, "127.0.0.1", 1, None)
+        drive(intake, poller, handed)
+        (_, _, _, _, _, progress, complete), = handed
+        assert complete
+        assert progress.local_host is None and progress.remote_host is None
+        assert dns.asked == 2                              # local name, remote name
+    finally:
+        os.close(fd)
+        client.close()
+        listener.close()
+        dns.close()

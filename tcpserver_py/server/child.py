@@ -26,7 +26,7 @@ from ..options import Options, VERBOSE, QUIET
 from ..rules.cdbfile import RulesReadError, rule_for
 from ..ucspi import Connection, child_environment, per_ip_limit
 from . import noexec
-from .prepare import Drop, Progress, canonical_local_ip, prepare
+from .prepare import Drop, Progress, canonical_local_ip, prepare, socket_options
 from .preload import load_failure
 
 DEFAULT_PATH = b"/bin:/usr/bin"
@@ -108,17 +108,7 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
         # ident, so a refused client holds its -c slot for no time at all.
         return refuse(accepted, opts, log, pid, opts.per_ip_limit)
     sock = socket.socket(fileno=accepted.fd)
-    ipv4_wire = sock.family == socket.AF_INET or "." in remote_ip
-    if opts.kill_ip_options and ipv4_wire:
-        try:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
-        except OSError:
-            pass
-    if opts.nodelay:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+    socket_options(sock, remote_ip, opts)
     progress = accepted.progress or Progress(opts.banner)
     run(prepare(sock, remote_ip, accepted.remote_port, accepted.local, opts, base_env,
                 progress))

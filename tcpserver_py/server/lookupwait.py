@@ -30,7 +30,7 @@ import time
 
 from ..net.steps import NewSocket, new_socket
 from ..options import Options
-from .prepare import Drop, Progress, prepare
+from .prepare import Drop, Progress, prepare, socket_options
 
 # socket() failures that mean "not now": the child, with its own descriptor
 # table free of the parent's held sockets, does the lookup instead.
@@ -76,6 +76,10 @@ class LookupIntake:
         held = Held()
         held.fd, held.addr, held.ip, held.count, held.local = fd, addr, ip, count, local
         held.sock = socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
+        if self.opts.banner:
+            # Before the banner, as the original's child does (server/direct.py
+            # sets them again, before the program, when there is none).
+            socket_options(held.sock, ip, self.opts)
         held.progress = Progress(self.opts.banner)
         held.machine = prepare(held.sock, ip, addr[1], local, self.opts, self.base_env,
                                held.progress)
@@ -91,7 +95,7 @@ class LookupIntake:
     def expire(self) -> None:
         now = time.monotonic()
         for held in [h for h in self.held.values() if h.deadline <= now]:
-            if held.fd in self.held:           # not handed on meanwhile
+            if self.held.get(held.fd) is held:     # not handed on meanwhile
                 self._advance(held, False)
 
     def poll_timeout(self) -> int | None:
@@ -109,6 +113,7 @@ class LookupIntake:
     def _advance(self, held: Held, reply) -> None:
         """Resume the machine with `reply` until it waits or ends."""
         error = None
+        done = give_up = False
         try:
             while True:
                 if error is not None:
@@ -116,35 +121,35 @@ class LookupIntake:
                 else:
                     request = held.machine.send(reply)
                 if type(request) is not NewSocket:
+                    give_up = request.deadline is None   # only a child may wait for ever
                     break
                 reply = error = None
                 try:
                     reply = new_socket(request)
                 except OSError as exc:
                     if exc.errno in SHORTAGE:
-                        self._give_up(held)
-                        return
+                        give_up = True
+                        break
                     error = exc
         except StopIteration:
+            done = True
+        except Drop as exc:
+            held.progress.drop = str(exc)
+            give_up = True
+        except Exception:
+            give_up = True             # the child does it again, and reports
+        if done:
             self._release(held)
             self.hand(held.fd, held.addr, held.ip, held.count, held.local, held.progress,
                       True)
-            return
-        except Drop as exc:
-            held.progress.drop = str(exc)
+        elif give_up:
             self._give_up(held)
-            return
-        except Exception:
-            self._give_up(held)        # the child does it again, and reports
-            return
-        if request.deadline is None:   # only a child may wait for ever
-            self._give_up(held)
-            return
-        self._unwatch(held)
-        self.poller.register(request.fd, request.events)
-        self.waiting[request.fd] = held
-        held.wait_fd = request.fd
-        held.deadline = request.deadline
+        else:
+            self._unwatch(held)
+            self.poller.register(request.fd, request.events)
+            self.waiting[request.fd] = held
+            held.wait_fd = request.fd
+            held.deadline = request.deadline
 
     def _give_up(self, held: Held) -> None:
         try:

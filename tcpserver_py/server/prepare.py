@@ -47,6 +47,21 @@ def canonical_local_ip(local: tuple) -> str:
     return ip
 
 
+def socket_options(sock: socket.socket, remote_ip: str, opts: Options) -> None:
+    """-O and -D, set before anything is written to the client: the
+    banner must not go out along a source route the client chose."""
+    if opts.kill_ip_options and (sock.family == socket.AF_INET or "." in remote_ip):
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+        except OSError:
+            pass
+    if opts.nodelay:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
 def prepare(sock: socket.socket, remote_ip: str, remote_port: int,
             proxied_local: tuple[str, int] | None, opts: Options,
             env: dict[bytes, bytes], progress: Progress) -> Machine[Progress]:
