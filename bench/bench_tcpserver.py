@@ -30,10 +30,11 @@ EXPECT = b"220 hi\n"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-# (label, concurrency, lookup options).  -HRl0 is the usual SMTP setup and
-# lets ours start the program from the parent; -r (ident, refused at once on
-# 127.0.0.1:113) makes ours fork a Python child per connection, as any
-# lookup or a banner does.
+# (label, concurrency, lookup options).  -HRl0 is the usual SMTP setup;
+# -r (ident, refused at once on 127.0.0.1:113) is "the path that forks a
+# Python child" of issue 10, as any lookup or a banner once did: ours now
+# asks identd from the parent's poll loop (server/lookupwait.py) and then
+# starts the program as on the spawn path.  The row keeps its name.
 RUNS = [("spawn", 1, ["-HRl0"]), ("spawn", 10, ["-HRl0"]), ("spawn", 50, ["-HRl0"]),
         ("fork", 10, ["-Hl0", "-r", "-t", "1"])]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import select
+import signal
 import socket
 import threading
 import time
@@ -502,3 +503,27 @@ def test_hostile_dns_replies_are_no_name_in_the_parent(monkeypatch):
         client.close()
         listener.close()
         dns.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGQUIT], ids=["term", "quit"])
+def test_stopping_server_hands_held_connections_to_children(tmp_path, identd, signum):
+    """A connection held for its identd when the server stops is not lost:
+    a child carries on, as the original's child would."""
+    server = start(tmp_path, ["-Hl0", "-r", "-t", "20"])
+    try:
+        slow = connect(server, SLOW)
+        while "request " + SLOW not in identd.events:
+            time.sleep(0.01)
+        server.proc.send_signal(signum)
+        if signum == signal.SIGTERM:
+            assert server.proc.wait(timeout=10) == 0       # at once, as before
+        else:                                              # the drain has begun
+            assert server.wait_log(r"stopping: waiting for 1 children$", timeout=10)
+        identd.let_slow_answer()
+        assert read_env(slow)["TCPREMOTEINFO"] == "user2"
+        assert server.proc.wait(timeout=10) == 0
+        # The child asked again (the parent's exchange was cut short).
+        assert identd.events.count(f"request {SLOW}") == 2
+    finally:
+        server.stop()

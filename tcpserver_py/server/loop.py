@@ -139,6 +139,10 @@ class _Parent:
             if _Signals.terminated:
                 finish()
             if _Signals.draining and drain is None:
+                if lookups is not None:
+                    # Children now (the drain waits for them), forked while
+                    # the descriptors they close are still open.
+                    lookups.hand_all()
                 if polling_listener:
                     poller.unregister(listen_fd)
                     polling_listener = False
@@ -146,8 +150,6 @@ class _Parent:
                 self.limit = 0
                 if proxy is not None:
                     proxy.drop_all("server stopping")
-                if lookups is not None:
-                    lookups.hand_all()   # children now: the drain waits for them
                 drain = Drain(table, opts.stop_timeout, write, self.quiet)
             if drain is not None and drain.done():
                 finish()
