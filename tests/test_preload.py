@@ -358,3 +358,49 @@ def test_signal_mask_passes_through_as_under_c(peer, path):
             proc.kill()
             proc.wait()
     assert masks["ours"] == masks["c"] == bit(signal.SIGUSR2)
+
+
+@pytest.mark.timeout(30)
+def test_no_finalizer_of_the_parent_closes_a_descriptor_of_the_program():
+    """A socket lost in an unreachable cycle of the server must not be closed
+    by the program's collector once its number has been reused: the
+    preloaded program's own file stays open through a full collection."""
+    import gc
+    from tcpserver_py.server.noexec import Preloaded
+
+    report_r, report_w = os.pipe()
+    os.set_inheritable(report_w, True)         # kept through the close-on-exec step
+    lost = socket.socket()                     # close-on-exec, as all of the server's
+    number = lost.fileno()
+    cycle = [lost]
+    cycle.append(cycle)
+    del lost, cycle                            # garbage now, collected by no one yet
+
+    def program():
+        # The program's own file on the number the lost socket had.
+        fd = os.open(os.devnull, os.O_RDONLY)
+        if fd != number:
+            os.dup2(fd, number)
+            os.close(fd)
+        gc.collect()
+        try:
+            os.fstat(number)
+            state = b"open"
+        except OSError:
+            state = b"closed"
+        os.write(report_w, state)
+
+    gc.disable()                  # the cycle must still exist when the child starts
+    try:
+        pid = os.fork()
+        if pid == 0:
+            Preloaded(b"/bin/true", (), program, quiet=True).run({b"PATH": b"/usr/bin:/bin"})
+    finally:
+        gc.enable()
+    os.close(report_w)
+    _, status = os.waitpid(pid, 0)
+    report = os.read(report_r, 100)
+    os.close(report_r)
+    gc.collect()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert report == b"open"

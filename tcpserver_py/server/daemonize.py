@@ -26,7 +26,6 @@ import errno
 import fcntl
 import os
 import shutil
-import subprocess
 from typing import Callable
 
 import daemon  # python-daemon; imported now, before -u/-g (see tcpserver.py)
@@ -119,6 +118,8 @@ def open_log(target: str | None):
         return None
     if target == "syslog" or target.startswith("syslog:"):
         facility = target.partition(":")[2] or SYSLOG_FACILITY
+        import subprocess   # here only: it brings threading, whose at-fork hook
+        #                     every --preload child would run (about 0.2 ms)
         logger = shutil.which("logger")
         if logger is None:
             raise DaemonError("unable to log to syslog: logger(1) not found")
