@@ -10,6 +10,12 @@ Each process is started fresh (python -I -S, the launchers' flags), its
 memory frozen for the collector as tcpserver does, then forks N children
 that exit at once.  Printed: resident size, wall time per fork and CPU per
 fork in the parent and in the child.  Medians of interleaved rounds.
+
+Then where one preloaded SMTP session's CPU goes, step by step, and what
+our tcpserver's parent spends per connection when it forks (--preload)
+against when it posix_spawns (bench/preload_breakdown.py).
+
+Run: python -m bench.bench_fork [sessions-per-round] [rounds]
 """
 
 from __future__ import annotations
@@ -18,8 +24,12 @@ import statistics
 import subprocess
 import sys
 
+from bench import preload_breakdown
+
 ROUNDS = 5
 FORKS = 300
+SESSIONS = 200              # per probe process and round
+SESSION_ROUNDS = 3
 
 PROBE = r"""
 import gc, os, socket, sys, time
@@ -74,6 +84,9 @@ RESULTS: list[dict] = []
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = argv or []
+    sessions = int(argv[0]) if argv else SESSIONS
+    rounds = int(argv[1]) if len(argv) > 1 else SESSION_ROUNDS
     syspath = [p for p in sys.path if p]
     runs: dict[str, list[list[float]]] = {"parent": [], "helper": [], "handover": []}
     for _ in range(ROUNDS):
@@ -90,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                   f" {child:5.0f} us child CPU, RSS {rss / 1024:.1f} MB")
         RESULTS.append({"kind": kind, "wall_us": wall, "parent_us": parent,
                         "child_us": child, "rss_kb": rss})
+    preload_breakdown.session_breakdown(syspath, sessions, rounds)
+    preload_breakdown.parent_per_connection(sessions, rounds)
+    RESULTS.extend(preload_breakdown.RESULTS)
     return 0
 
 
