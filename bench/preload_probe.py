@@ -31,7 +31,6 @@ import shutil
 import socket
 import struct
 import sys
-import tempfile
 from pathlib import Path
 
 import tcpserver_py.tcpserver  # noqa: F401  (the parent's modules, as in tcpserver)
@@ -208,7 +207,10 @@ def warm_sessions(count, loaded, env, listener) -> list:
 
 def main() -> None:
     mode, count, launcher = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    root = Path(tempfile.mkdtemp(prefix="bench-preload-"))
+    # Not tempfile: it imports random, whose at-fork hook (a reseed) would
+    # run in every child, as threading's would; tcpserver imports neither.
+    root = Path(f"/tmp/bench-preload-{os.getpid()}")
+    root.mkdir(mode=0o700)
     try:
         env = environment(make_home(root))
         loaded, why = noexec.prepare((launcher,), b"/usr/bin:/bin", False)
@@ -220,6 +222,9 @@ def main() -> None:
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)
+        hooked = {"random", "threading"} & set(sys.modules)
+        if hooked:
+            raise SystemExit(f"imported, with at-fork hooks tcpserver does not have: {hooked}")
         gc.freeze()
         if mode == "warm":
             rows = warm_sessions(count, loaded, env, listener)
