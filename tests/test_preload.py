@@ -404,3 +404,21 @@ def test_no_finalizer_of_the_parent_closes_a_descriptor_of_the_program():
     gc.collect()
     assert os.waitstatus_to_exitcode(status) == 0
     assert report == b"open"
+
+
+@pytest.mark.timeout(60)
+def test_the_preloading_server_has_no_at_fork_hooks():
+    """threading and random register hooks that CPython runs in every forked
+    child (about 0.2 ms and 100 copied pages for threading's): tcpserver with
+    smtpd-child preloaded must import neither."""
+    code = ("import sys; import tcpserver_py.tcpserver; "
+            "from tcpserver_py.server.noexec import prepare; "
+            "loaded, why = prepare((sys.argv[1],), b'/usr/bin:/bin'); "
+            "assert loaded is not None, why; "
+            "print(sorted({'threading', 'random'} & set(sys.modules)))")
+    launcher = our_program("smtpd-child")
+    python = str(Path(launcher).parent / "python")
+    path = parse_launcher(Path(launcher).read_bytes()).path
+    out = subprocess.run([python, "-I", "-S", "-c", f"import sys; sys.path[:0] = {list(path)!r}; "
+                          + code, launcher], capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
