@@ -40,6 +40,7 @@ STEPS = [("fork's return, at-fork hooks, dup2", None, 0),
          ("QUIT, sweep check, exit status", 7, 9)]
 MARKS = 10
 RESULTS: list[dict] = []
+HOOKS: set[str] = set()     # modules with at-fork hooks the preloading process imported
 
 
 def run_probe(mode: str, count: int, syspath: list[str]) -> list:
@@ -48,7 +49,9 @@ def run_probe(mode: str, count: int, syspath: list[str]) -> list:
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code, preload_probe.__file__, mode,
                           str(count), str(VENV_BIN / "smtpd-child")],
                          capture_output=True, check=True, text=True, timeout=600).stdout
-    return json.loads(out)
+    found = json.loads(out)
+    HOOKS.update(found["at_fork_hooks"])
+    return found["rows"]
 
 
 def _step(rows, start, end, column) -> float:
@@ -90,6 +93,9 @@ def session_breakdown(syspath: list[str], sessions: int, rounds: int) -> None:
     print(f"  floor, fork + _exit at once: parent {bare[0]:.0f} us; child {bare[1]:.0f} us, "
           f"{bare[2]:.0f} faults")
     hot = (med(r[0] for r in warm) * 1e6, med(r[1] for r in warm))
+    if HOOKS:
+        print(f"  (the process had imported {', '.join(sorted(HOOKS))}: its at-fork hook ran in "
+              "each child)")
     print(f"  the same main() once warm (sessions {WARM_SKIP + 1}+ of one process, measurement "
           f"only): {hot[0]:.0f} us, {hot[1]:.0f} faults")
     RESULTS.append({"kind": "session", "parent_fork": parent, "steps": steps,
