@@ -33,8 +33,8 @@ WARM_SKIP = 10              # the warm child's first sessions are not counted
 # each of the 7 replies, os._exit) and the steps between them.
 STEPS = [("fork's return, at-fork hooks, dup2", None, 0),
          ("exec emulation (noexec.Preloaded.run)", 0, 1),
-         ("start-up to the 220 (config.load, ...)", 1, 2),
-         ("EHLO, MAIL, RCPT", 2, 5),
+         ("start-up to the 220 (control files read)", 1, 2),
+         ("EHLO, MAIL, RCPT (controls parsed first)", 2, 5),
          ("DATA: spool file opened, 354", 5, 6),
          ("message, spool commit, 250", 6, 7),
          ("QUIT, sweep check, exit status", 7, 9)]
@@ -74,20 +74,20 @@ def session_breakdown(syspath: list[str], sessions: int, rounds: int) -> None:
     print(f"where a preloaded session's CPU goes ({len(forked)} sessions, {rounds} interleaved "
           "rounds, medians; EHLO, MAIL, RCPT, DATA 1 KB, QUIT, a reply at a time):")
     parent = (med(r["parent"][0] for r in forked) * 1e6, med(r["parent"][1] for r in forked))
-    print(f"  {'parent: fork()':46s} {parent[0]:5.0f} us {parent[1]:4.0f} faults")
+    print(f"  {'parent: fork()':50s} {parent[0]:5.0f} us {parent[1]:4.0f} faults")
     steps = {}
     for name, start, end in STEPS:
         steps[name] = (_step(forked, start, end, 0) * 1e6, _step(forked, start, end, 1))
-        print(f"  {'child: ' + name:46s} {steps[name][0]:5.0f} us {steps[name][1]:4.0f} faults")
+        print(f"  {'child: ' + name:50s} {steps[name][0]:5.0f} us {steps[name][1]:4.0f} faults")
         if name.startswith("message"):
             slot = preload_probe.FSYNC_SLOT
             fsync = (med(r["marks"][slot][0] for r in forked) * 1e6,
                      med(r["marks"][slot][1] for r in forked))
-            print(f"  {'  of which the two fsyncs':46s} {fsync[0]:5.0f} us {fsync[1]:4.0f} faults")
+            print(f"  {'  of which the two fsyncs':50s} {fsync[0]:5.0f} us {fsync[1]:4.0f} faults")
     exit_cpu = med(r["child"][0] - r["marks"][MARKS - 1][0] for r in forked) * 1e6
-    print(f"  {'child: exit (the kernel frees its memory)':46s} {exit_cpu:5.0f} us")
+    print(f"  {'child: exit (the kernel frees its memory)':50s} {exit_cpu:5.0f} us")
     child = (med(r["child"][0] for r in forked) * 1e6, med(r["child"][1] for r in forked))
-    print(f"  {'child: total (wait4)':46s} {child[0]:5.0f} us {child[1]:4.0f} faults")
+    print(f"  {'child: total (wait4)':50s} {child[0]:5.0f} us {child[1]:4.0f} faults")
     bare = (med(r["parent"][0] for r in floor) * 1e6, med(r["child"][0] for r in floor) * 1e6,
             med(r["child"][1] for r in floor))
     print(f"  floor, fork + _exit at once: parent {bare[0]:.0f} us; child {bare[1]:.0f} us, "
