@@ -240,22 +240,34 @@ def _signals_as_after_exec() -> None:
 
 def _replace_environment(env: dict[bytes, bytes]) -> None:
     # The C environment through unsetenv/putenv, and os.environ's own dict
-    # (shared by os.environ and os.environb, bytes to bytes on POSIX) set
-    # directly: _Environ's item methods do the same at twice the cost.
+    # (CPython's _Environ._data: posix.environ, shared by os.environ and
+    # os.environb, bytes to bytes) set directly: _Environ's item methods do
+    # the same at twice the cost.  Without that dict, through those methods.
     environ = os.environb
-    data = environ._data
-    for key in list(data):
+    data = getattr(environ, "_data", None)
+    if not isinstance(data, dict):
+        data = None
+    for key in list(environ if data is None else data):
         try:
-            os.unsetenv(key)
+            if data is None:
+                del environ[key]
+            else:
+                os.unsetenv(key)
         except (OSError, ValueError):
             pass                 # a name unsetenv refuses ("", "a=b"): not a real entry
-    data.clear()
+    if data is not None:
+        data.clear()
+    present = environ if data is None else data
     for key, value in env.items():
         # execve passes "key=value": a name with "=" in it is cut there.
         name, eq, rest = key.partition(b"=")
         if eq:
             value = rest + b"=" + value
-        if name and name not in data:
+        if not name or name in present:
+            continue
+        if data is None:
+            environ[name] = value
+        else:
             os.putenv(name, value)
             data[name] = value
     _coerce_locale(environ)
