@@ -124,8 +124,11 @@ def observe(work: Path, preload: bool, extra, pass_fd: int, lookups="-hRl0"):
         client = Client(server.port)
         try:
             assert client.reply() == b"220 mail.example.com ESMTP\r\n"
+            # Read once the child waits for a command: right after the 220
+            # it still opens and closes files (its controls are parsed then).
+            assert client.command(b"HELO x").startswith(b"250 ")
             seen = snapshot(server.child_pid(1))
-            for line, reply in ((b"HELO x", b"250 "), (b"MAIL FROM:<a@b.test>", b"250 "),
+            for line, reply in ((b"MAIL FROM:<a@b.test>", b"250 "),
                                 (b"RCPT TO:<u@example.com>", b"250 "), (b"DATA", b"354 "),
                                 (b"Subject: t\r\n\r\nhi\r\n.", b"250 "), (b"QUIT", b"221 ")):
                 assert client.command(line).startswith(reply), line
