@@ -5,11 +5,12 @@ locale is C or unset (PEP 538 locale coercion), and os.environ is what
 qmail-queue and the checkpassword program inherit.  qmail-smtpd hands them
 exactly its own environment, so on Linux the start-up addition is undone
 from the initial block in /proc/self/environ, which it does not touch.
-Only LC_CTYPE is looked at, the one variable CPython's start-up sets: under
+Only LC_CTYPE is looked at, the one variable CPython's start-up sets, and
+only when the initial block is the environment this process was given: under
 `tcpserver --preload` (forked, not exec'd) /proc/self/environ is
-tcpserver's, os.environ is already the connection's, and LC_CTYPE was never
-added.  Variables set later on purpose (SMTPAUTHUSER after AUTH) are
-unaffected.
+tcpserver's, os.environ is already the connection's, LC_CTYPE was never
+added, and a rule's LC_CTYPE must reach the queue as written.  Variables set
+later on purpose (SMTPAUTHUSER after AUTH) are unaffected.
 """
 
 import os
@@ -39,10 +40,17 @@ def undo_startup_changes(environ=None) -> None:
     variables CPython's start-up may have set."""
     environ = os.environb if environ is None else environ
     initial = initial_environment()
-    if initial is None:
-        return
+    if initial is None or not _same_apart_from_startup(initial, environ):
+        return      # not our exec's block (forked by tcpserver --preload)
     for name in STARTUP_VARIABLES:
         if name not in initial:
             environ.pop(name, None)
         elif environ.get(name) != initial[name]:
             environ[name] = initial[name]
+
+
+def _same_apart_from_startup(initial: dict, environ) -> bool:
+    """Is `initial` the block `environ` came from (start-up changes aside)?"""
+    skip = STARTUP_VARIABLES
+    return ({k: v for k, v in initial.items() if k not in skip}
+            == {k: v for k, v in environ.items() if k not in skip})

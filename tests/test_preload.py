@@ -51,7 +51,7 @@ class Server:
         rules = work / "rules.cdb"
         if not rules.exists():
             subprocess.run([our_program("tcprules"), str(rules), str(work / "rules.tmp")],
-                           input=b':allow,RULEVAR="from a rule"\n', check=True, timeout=10)
+                           input=b':allow,RULEVAR="from a rule",LC_CTYPE="C"\n', check=True, timeout=10)
 
         def start_state():
             # A supervisor's choices that exec keeps: an ignored SIGHUP
@@ -205,6 +205,9 @@ def test_preloaded_child_sees_what_exec_gives(work, ids, lookups):
         assert status["Gid"].split() == [str(NOBODY)] * 4
     assert env_exec["RULEVAR"] == "from a rule" and env_exec["FOO"] == "bar baz"
     assert env_exec["TZ"] == "Europe/Paris" and "TCPREMOTEHOST" not in env_exec
+    # A rule's LC_CTYPE reaches the queue as written: exec'd, CPython's
+    # coercion to C.UTF-8 is undone; preloaded, none was made.
+    assert env_exec["LC_CTYPE"] == "C"
     assert env_exec["TCPREMOTEIP"] == "127.0.0.1" and env_exec["TCPLOCALHOST"] == "0"
 
 
