@@ -21,7 +21,7 @@ ADVISED_LIMIT = 32000000
 ENOMEM = 12
 
 
-def _read_limits() -> bytes:
+def read_limits() -> bytes:
     """/proc/self/limits, read before anything can run out of memory."""
     try:
         fd = posix.open("/proc/self/limits", posix.O_RDONLY)
@@ -83,9 +83,12 @@ def _too_low(name: bytes, limits: bytes) -> None:
     posix._exit(111)
 
 
-def run(name: bytes, module: str) -> None:
-    """Import `module` and exit with what its main() returns."""
-    limits = _read_limits()
+def run(name: bytes, module: str, limits: bytes | None = None) -> None:
+    """Import `module` and exit with what its main() returns.  `limits`:
+    /proc/self/limits as already read (tcpserver --preload reads it once:
+    its children inherit its limits)."""
+    if limits is None:
+        limits = read_limits()
     try:
         main = __import__(module, fromlist=("main",)).main
     except Exception as exc:

@@ -173,10 +173,12 @@ def prepare(program: tuple[str, ...], search_path: bytes,
     except Exception as exc:
         return None, f"unable to import {launcher.module}: {type(exc).__name__}: {exc}"
 
+    limits = launch.read_limits()     # the children inherit these limits
+
     def main() -> None:
         # What the launcher runs: its main() and launch's handling of
         # running out of memory (one line, exit 111).
-        launch.run(launcher.name, launcher.module)
+        launch.run(launcher.name, launcher.module, limits)
 
     for name in PRELOADABLE[launcher.module]:
         try:
