@@ -1,8 +1,10 @@
 """The child's environment edits (pure)."""
 
+from hypothesis import given, strategies as st
+
 from tcpserver_py.rules.keys import RuleValue
-from tcpserver_py.ucspi import (Connection, apply_edits, child_environment, connection_env,
-                                per_ip_limit)
+from tcpserver_py.ucspi import (Connection, EnvironmentTemplate, apply_edits, child_environment,
+                                connection_env, per_ip_limit)
 
 V4 = Connection(local_ip="127.0.0.1", local_port=25, remote_ip="10.1.2.3", remote_port=4000,
                 local_host=b"0")
@@ -68,3 +70,30 @@ def test_ident_answer_with_nul_ends_there_as_in_c():
     conn = Connection("127.0.0.1", 25, "10.1.2.3", 4000, remote_info=b"ev\x1bil\0RELAYCLIENT=")
     env = child_environment({}, conn, None)
     assert env[b"TCPREMOTEINFO"] == b"ev\x1bil" and b"RELAYCLIENT" not in env
+
+
+# The parent's EnvironmentTemplate must give exactly child_environment's
+# result (values and order) for any inherited environment, connection and rule.
+_names = st.sampled_from([b"PATH", b"A", b"PROTO", b"TCPLOCALIP", b"TCPLOCALHOST", b"TCPREMOTEIP",
+                          b"TCPREMOTEHOST", b"TCPREMOTEINFO", b"TCP6REMOTEIP", b"TCP6REMOTEINFO",
+                          b"TCP6INTERFACE", b"TCP6X", b"RELAYCLIENT", b"MAXCONIP", b""])
+_values = st.binary(max_size=6)
+_optional = st.none() | _values
+
+
+@given(base=st.dictionaries(_names | st.binary(min_size=1, max_size=4), _values, max_size=8),
+       local_host=_optional, remote_host=_optional, remote_info=_optional, interface=_optional,
+       ipv6=st.booleans(), ports=st.tuples(st.integers(0, 65535), st.integers(0, 65535)),
+       rule=st.none() | st.lists(st.tuples(_names, _optional), max_size=5))
+def test_template_equals_child_environment(base, local_host, remote_host, remote_info,
+                                           interface, ipv6, ports, rule):
+    local_ip, remote_ip = ("::1", "2001:db8::5") if ipv6 else ("127.0.0.1", "10.1.2.3")
+    value = None if rule is None else RuleValue(env=tuple(rule))
+    conn = Connection(local_ip, ports[0], remote_ip, ports[1], local_host=local_host,
+                      remote_host=remote_host, remote_info=remote_info, ipv6=ipv6,
+                      interface=interface)
+    want = child_environment(base, conn, value)
+    got = EnvironmentTemplate(base, local_host).environment(
+        local_ip, ports[0], remote_ip, ports[1], ipv6, value, remote_host=remote_host,
+        remote_info=remote_info, interface=interface)
+    assert list(got.items()) == list(want.items())
