@@ -122,26 +122,26 @@ CONNECTION_NAMES = frozenset((b"PROTO", b"TCPLOCALIP", b"TCPLOCALPORT", b"TCPLOC
 class EnvironmentTemplate:
     """child_environment for many connections from one inherited environment:
     the part that is the same for every connection (the inherited variables
-    without TCP6* and without the names tcpserver sets or removes, and
-    TCPLOCALHOST) is computed once, and each connection only copies it and
-    fills in its own values.  The parent serving many connections per second
+    without TCP6* and without the names tcpserver sets or removes) is
+    computed once, and each connection only copies it and fills in its own
+    values.  The parent serving many connections per second
     (server/direct.py) uses this; the result is exactly child_environment's,
     order included (tests/test_ucspi_env.py compares the two)."""
 
-    def __init__(self, base: Mapping[bytes, bytes], local_host: bytes | None) -> None:
+    def __init__(self, base: Mapping[bytes, bytes]) -> None:
         # The names child_environment would remove or set again go; the
         # order of the rest is kept, and the edited names follow them in
         # edit order, as apply_edits appends them.
         self._kept = {name: value for name, value in base.items()
                       if not name.startswith(b"TCP6") and name not in CONNECTION_NAMES}
-        self._local_host = c_string(local_host)
 
     def environment(self, local_ip: str, local_port: int, remote_ip: str, remote_port: int,
-                    ipv6: bool, rule: RuleValue | None, remote_host: bytes | None = None,
-                    remote_info: bytes | None = None,
+                    ipv6: bool, rule: RuleValue | None, local_host: bytes | None = None,
+                    remote_host: bytes | None = None, remote_info: bytes | None = None,
                     interface: bytes | None = None) -> dict[bytes, bytes]:
         env = self._kept.copy()
-        local_host = self._local_host
+        if local_host is not None:
+            local_host = c_string(local_host)
         lip = local_ip.encode()
         lport = b"%d" % local_port
         rip = remote_ip.encode()

@@ -93,7 +93,7 @@ def test_template_equals_child_environment(base, local_host, remote_host, remote
                       remote_host=remote_host, remote_info=remote_info, ipv6=ipv6,
                       interface=interface)
     want = child_environment(base, conn, value)
-    got = EnvironmentTemplate(base, local_host).environment(
-        local_ip, ports[0], remote_ip, ports[1], ipv6, value, remote_host=remote_host,
-        remote_info=remote_info, interface=interface)
+    got = EnvironmentTemplate(base).environment(
+        local_ip, ports[0], remote_ip, ports[1], ipv6, value, local_host=local_host,
+        remote_host=remote_host, remote_info=remote_info, interface=interface)
     assert list(got.items()) == list(want.items())

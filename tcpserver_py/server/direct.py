@@ -4,8 +4,10 @@ Forking a Python process is costly: the child copies every page the
 interpreter touches before exec.  When a connection needs no lookups that
 could block (-H, -R, -l name: no DNS, no ident) and no banner, everything the
 child would do before exec takes microseconds, so the parent does it
-itself -- local address, rules (the cdb still opened afresh), environment --
-and starts the program with posix_spawn (vfork + exec, no page copying).
+itself -- local address, rules (rules.cdbfile.RuleCache: the cdb's answers
+are reused only while stat() shows the very file they came from),
+environment (ucspi.EnvironmentTemplate: the inherited part is prepared once)
+-- and starts the program with posix_spawn (vfork + exec, no page copying).
 
 Anything unusual -- a deny, a rules file that cannot be read, a client over
 its per-IP limit, a program that cannot be run -- returns None, and the
@@ -21,8 +23,8 @@ import socket
 
 from .. import logfmt
 from ..options import Options, VERBOSE
-from ..rules.cdbfile import RulesReadError, find_rule
-from ..ucspi import Connection, child_environment, per_ip_limit
+from ..rules.cdbfile import RuleCache, RulesReadError
+from ..ucspi import EnvironmentTemplate, per_ip_limit
 from . import noexec
 
 # Our handlers (SIGCHLD, SIGTERM) and what CPython ignores (SIGPIPE, SIGXFSZ)
@@ -32,12 +34,43 @@ from . import noexec
 # glibc programs install their own handlers for them when they need them.
 RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM,
                  signal.SIGQUIT)
+DUP2 = os.POSIX_SPAWN_DUP2
 
 
 def usable(opts: Options) -> bool:
     """Can connections be served without a forked child?"""
     return (not opts.remote_host_lookup and not opts.ident
             and opts.local_name is not None and not opts.banner)
+
+
+class _Plan:
+    """What try_spawn needs that is the same for every connection, worked
+    out once: the environment template, the rules cache, the spawn call."""
+
+    def __init__(self, opts: Options, base_env: dict[bytes, bytes], prog: str) -> None:
+        self.opts = opts
+        self.base_env = base_env
+        self.prog = prog
+        self.template = EnvironmentTemplate(base_env)
+        # find_rule never blocks (O_NONBLOCK, regular files only), so the
+        # parent can read the rules without risk to the other clients; the
+        # cache never serves an answer from a changed file (cdbfile.py).
+        self.rules = RuleCache(opts.rules) if opts.rules is not None else None
+        self.spawn = os.posix_spawn if "/" in opts.program[0] else os.posix_spawnp
+        self.verbose = opts.verbosity == VERBOSE
+
+
+_plan: _Plan | None = None
+
+
+def _plan_for(opts: Options, base_env: dict[bytes, bytes], prog: str) -> _Plan:
+    # serve() passes the same (frozen) options and environment for its whole
+    # life; anything else gets a plan of its own.
+    global _plan
+    plan = _plan
+    if plan is None or plan.opts is not opts or plan.base_env is not base_env or plan.prog != prog:
+        plan = _plan = _Plan(opts, base_env, prog)
+    return plan
 
 
 def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: int,
@@ -49,7 +82,9 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
     destination a PROXY header named, used instead of the socket's.  `names`:
     (TCPLOCALHOST, TCPREMOTEHOST, TCPREMOTEINFO) as the parent found them
     (lookupwait.py); else -l's name and none.  With --preload the program is
-    forked from here instead (noexec.py)."""
+    forked from here instead (noexec.py).  `base_env` must not change
+    between calls with the same `opts`."""
+    plan = _plan_for(opts, base_env, prog)
     local_host, remote_host, remote_info = names or (opts.local_name, None, None)
     sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
     try:
@@ -65,45 +100,40 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
         return None
     finally:
         sock.detach()
-    if ":" in remote_ip and len(local) == 4 and local[3]:
+    ipv6 = ":" in remote_ip
+    if ipv6 and len(local) == 4 and local[3]:
         return None   # scoped IPv6 (TCP6INTERFACE): leave it to the child
     local_ip = local[0]
     if local_ip.startswith("::ffff:") and "." in local_ip:
         local_ip = local_ip[7:]
     rule = None
-    if opts.rules is not None:
-        # find_rule never blocks (O_NONBLOCK, regular files only), so the
-        # parent can read the rules without risk to the other clients.
+    limit = opts.per_ip_limit
+    if plan.rules is not None:
         try:
-            found = find_rule(opts.rules, remote_ip, remote_host, remote_info)
+            found = plan.rules.find(remote_ip, remote_host, remote_info)
         except RulesReadError:
             return None
         if found is not None:
             rule = found[1]
             if rule.deny:
                 return None
-    limit = per_ip_limit(opts.per_ip_limit, rule)
+            limit = per_ip_limit(limit, rule)
     if limit and ip_count > limit:
         return None
-    conn = Connection(local_ip=local_ip, local_port=local[1], remote_ip=remote_ip,
-                      remote_port=remote_port, local_host=local_host,
-                      remote_host=remote_host, remote_info=remote_info, ipv6=":" in remote_ip)
-    env = child_environment(base_env, conn, rule)
-    program = opts.program[0]
+    env = plan.template.environment(local_ip, local[1], remote_ip, remote_port, ipv6, rule,
+                                    local_host, remote_host, remote_info)
     if noexec.loaded is not None:
         pid = noexec.loaded.start(fd, env)
         if pid is None:
             return None
     else:
         try:
-            spawn = os.posix_spawn if "/" in program else os.posix_spawnp
-            pid = spawn(program, opts.program, env,
-                        file_actions=((os.POSIX_SPAWN_DUP2, fd, 0),
-                                      (os.POSIX_SPAWN_DUP2, fd, 1)),
-                        setsigdef=RESET_SIGNALS)   # the mask passes on, as through exec
+            pid = plan.spawn(opts.program[0], opts.program, env,
+                             file_actions=((DUP2, fd, 0), (DUP2, fd, 1)),
+                             setsigdef=RESET_SIGNALS)   # the mask passes on, as through exec
         except OSError:
             return None
-    if opts.verbosity == VERBOSE:
+    if plan.verbose:
         line = logfmt.pid_from(prog, pid, remote_ip) + logfmt.decision(
             prog, True, pid, local_host, local_ip, local[1], remote_host, remote_ip,
             remote_info, remote_port)
