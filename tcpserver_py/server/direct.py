@@ -86,7 +86,9 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
     between calls with the same `opts`."""
     plan = _plan_for(opts, base_env, prog)
     local_host, remote_host, remote_info = names or (opts.local_name, None, None)
-    sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+    # The bare C socket type: socket.socket's Python-level __init__ and
+    # detach() wrappers are not needed for three calls on a borrowed fd.
+    sock = socket.SocketType(family, socket.SOCK_STREAM, 0, fd)
     try:
         if opts.kill_ip_options and "." in remote_ip:
             try:
