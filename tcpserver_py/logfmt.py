@@ -26,15 +26,17 @@ from __future__ import annotations
 FIELD_LIMIT = 100
 
 
+# safecats()'s mask as a translation table: bytes below 33 or above 126,
+# 37 '%' and 58 ':' become 63 '?' (one C call per field instead of a loop).
+SAFE = bytes(ch if 33 <= ch <= 126 and ch not in (37, 58) else 63 for ch in range(256))
+
+
 def sanitise(field: bytes) -> bytes:
     """The original's safecats(): mask unsafe bytes, cap at 100 bytes."""
-    out = bytearray(field[:FIELD_LIMIT])
-    for i, ch in enumerate(out):
-        if ch < 33 or ch > 126 or ch == 37 or ch == 58:   # 37 '%', 58 ':'
-            out[i] = 63                                     # '?'
+    out = bytes(field[:FIELD_LIMIT]).translate(SAFE)
     if len(field) >= FIELD_LIMIT:
         out += b"..."
-    return bytes(out)
+    return out
 
 
 def address(ip: str) -> bytes:
@@ -56,10 +58,11 @@ def decision(prog: str, allowed: bool, pid: int, local_host: bytes | None,
              remote_ip: str, remote_info: bytes | None, remote_port: int) -> bytes:
     """The `ok` / `deny` line, with the values tcpserver itself found (rule
     variables that override TCP* never show here, as in the original)."""
-    fields = b"%s:%s:%s %s:%s:%s:%s" % (
-        sanitise(local_host or b""), address(local_ip), sanitise(b"%d" % local_port),
+    # A port's decimal digits are always safe: no sanitise() for them.
+    fields = b"%s:%s:%d %s:%s:%s:%d" % (
+        sanitise(local_host or b""), address(local_ip), local_port,
         sanitise(remote_host or b""), address(remote_ip), sanitise(remote_info or b""),
-        sanitise(b"%d" % remote_port))
+        remote_port)
     return b"%s: %s %d %s\n" % (prog.encode(), b"ok" if allowed else b"deny", pid, fields)
 
 

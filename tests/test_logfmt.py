@@ -58,3 +58,9 @@ def test_lines_always_parse_back(lhost, rhost, info, ip, port):
     shown = match.group(4).strip(b"[]").decode()
     assert shown == ip and match.group(7).strip(b"[]").decode() == ip
     assert int(match.group(9)) == port
+
+
+@given(st.binary(max_size=130))
+def test_sanitise_masks_each_byte_as_safecats(field):
+    want = bytes(63 if ch < 33 or ch > 126 or ch in (37, 58) else ch for ch in field[:100])
+    assert logfmt.sanitise(field) == want + (b"..." if len(field) >= 100 else b"")
