@@ -23,6 +23,7 @@ import pytest
 
 from conftest import our_program
 from fakedns import A, PTR, FakeDNS
+from fakeident import ident_listener
 from tcpserver_harness import Server, parse_env, write_rules_c
 from tcpserver_py.net import resolver as resolver_module
 from tcpserver_py.net.steps import run
@@ -63,15 +64,7 @@ class GatedIdentd:
         self.closing = threading.Event()
         self.listeners = []
         for ip in (FAST, SLOW, SILENT):
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((ip, 113))
-            except OSError as exc:
-                sock.close()
-                self.close()
-                pytest.skip(f"cannot bind {ip}:113: {exc}")
-            sock.listen(16)
+            sock = ident_listener(ip, self.close)
             self.listeners.append(sock)
             threading.Thread(target=self.serve, args=(sock, ip), daemon=True).start()
 

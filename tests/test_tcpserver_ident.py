@@ -9,6 +9,7 @@ import pytest
 
 from conftest import our_program, peer_program
 from tcpserver_harness import Server, normalise_log, parse_env, write_rules_c
+from fakeident import ident_listener
 
 ANSWERS = {
     "127.0.0.1": b" : USERID : UNIX : joe\r\n",
@@ -28,15 +29,7 @@ class FakeIdentd:
         self.requests = []
         self.listeners = []
         for ip in ANSWERS:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((ip, 113))
-            except OSError as exc:
-                sock.close()
-                self.close()
-                pytest.skip(f"cannot bind {ip}:113: {exc}")
-            sock.listen(16)
+            sock = ident_listener(ip, self.close)
             self.listeners.append(sock)
             threading.Thread(target=self.serve, args=(sock, ANSWERS[ip]), daemon=True).start()
 
