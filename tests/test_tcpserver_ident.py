@@ -8,8 +8,8 @@ import time
 import pytest
 
 from conftest import our_program, peer_program
-from tcpserver_harness import Server, normalise_log, parse_env, write_rules_c
 from fakeident import ident_listener
+from tcpserver_harness import Server, normalise_log, parse_env, write_rules_c
 
 ANSWERS = {
     "127.0.0.1": b" : USERID : UNIX : joe\r\n",
