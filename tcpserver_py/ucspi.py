@@ -6,17 +6,21 @@ first tcpserver's own variables (PROTO, TCPLOCAL*, TCPREMOTE*; a variable
 with no value is *removed*, even when inherited), then the TCP6* mirrors for
 IPv6 clients, then the variables of the matching rule, so a rule may override
 anything (qmail setups rely on overriding TCPLOCALHOST).  Unlike ucspi-tcp,
-every inherited TCP6* variable is removed first (see stale_tcp6).
+every inherited TCP6* variable is removed first: ucspi-tcp 0.88 does not know
+them and passes them on, so an IPv4 client's program could take an inherited
+TCP6REMOTEIP for its client (the TCP* ones the original already replaces or
+removes for every connection).  IPv6 clients also get the TCP6* copies that
+ucspi-tcp6 sets: all but TCPREMOTEINFO, which it does not copy (an inherited
+TCP6REMOTEINFO is removed, so it can never pose as an ident answer).  Values
+are cut at a NUL, as a C program's are (c_string).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Mapping
 
 from .rules.keys import RuleValue
-
-Edit = tuple[bytes, "bytes | None"]   # (name, value); None removes the name
 
 PER_IP_LIMIT_VARIABLE = b"MAXCONIP"
 
@@ -36,70 +40,6 @@ class Connection:
     interface: bytes | None = None     # scope of a link-local IPv6 address
 
 
-def connection_env(conn: Connection) -> list[Edit]:
-    """tcpserver's own variables, in the original's order."""
-    local_port = str(conn.local_port).encode()
-    remote_port = str(conn.remote_port).encode()
-    local_ip = conn.local_ip.encode()
-    remote_ip = conn.remote_ip.encode()
-    edits: list[Edit] = [
-        (b"PROTO", b"TCP6" if conn.ipv6 else b"TCP"),
-        (b"TCPLOCALIP", local_ip),
-        (b"TCPLOCALPORT", local_port),
-        (b"TCPLOCALHOST", conn.local_host),
-        (b"TCPREMOTEIP", remote_ip),
-        (b"TCPREMOTEPORT", remote_port),
-        (b"TCPREMOTEHOST", conn.remote_host),
-        (b"TCPREMOTEINFO", conn.remote_info),
-    ]
-    if conn.ipv6:
-        # IPv6 clients also get the TCP6* copies that ucspi-tcp6 sets: all
-        # but TCPREMOTEINFO, which it does not copy (an inherited
-        # TCP6REMOTEINFO is removed, so it can never pose as an ident
-        # answer).  IPv4 clients, even on a dual-stack socket, see exactly
-        # the vanilla variables.
-        edits += [(b"TCP6" + name[3:], value) for name, value in edits[1:7]]
-        edits.append((b"TCP6REMOTEINFO", None))
-        if conn.interface:
-            edits.append((b"TCP6INTERFACE", conn.interface))
-    return edits
-
-
-def rule_env(rule: RuleValue | None) -> list[Edit]:
-    """The variables a matching rule sets, in file order."""
-    if rule is None:
-        return []
-    return [(name, value) for name, value in rule.env]
-
-
-def apply_edits(base: Mapping[bytes, bytes], edits: Iterable[Edit]) -> dict[bytes, bytes]:
-    """The environment to exec with: `base` plus the edits, last one wins.
-
-    Edited names move to the end, as the original appends them after the
-    inherited variables it keeps.
-    """
-    env = dict(base)
-    for name, value in edits:
-        if not name:
-            # A rule `,="x"` gives a variable with no name.  The original
-            # passes `=x` on, where no program can look it up; exec from
-            # Python refuses such an entry, so it is left out.
-            continue
-        env.pop(name, None)
-        if value is not None:
-            env[name] = value
-    return env
-
-
-def stale_tcp6(base: Mapping[bytes, bytes]) -> list[Edit]:
-    """Every inherited TCP6* variable is removed first: only those that
-    describe this connection are set again (connection_env).  ucspi-tcp 0.88
-    does not know them and passes them on, so an IPv4 client's program
-    could take an inherited TCP6REMOTEIP for its client; the TCP* ones the
-    original already replaces or removes for every connection."""
-    return [(name, None) for name in base if name.startswith(b"TCP6")]
-
-
 def c_string(value: bytes | None) -> bytes | None:
     """What a C program puts in its environment: the bytes before the first
     NUL (the C tcpserver sets TCPREMOTEINFO to the part of an ident answer
@@ -107,31 +47,26 @@ def c_string(value: bytes | None) -> bytes | None:
     return value if value is None else value.split(b"\0", 1)[0]
 
 
-def child_environment(base: Mapping[bytes, bytes], conn: Connection,
-                      rule: RuleValue | None) -> dict[bytes, bytes]:
-    edits = stale_tcp6(base) + connection_env(conn) + rule_env(rule)
-    return apply_edits(base, [(name, c_string(value)) for name, value in edits])
-
-
-# Every name connection_env sets or removes, for any connection.
+# Every name tcpserver sets or removes, for any connection.
 CONNECTION_NAMES = frozenset((b"PROTO", b"TCPLOCALIP", b"TCPLOCALPORT", b"TCPLOCALHOST",
                               b"TCPREMOTEIP", b"TCPREMOTEPORT", b"TCPREMOTEHOST",
                               b"TCPREMOTEINFO"))
 
 
 class EnvironmentTemplate:
-    """child_environment for many connections from one inherited environment:
+    """The environments of many connections from one inherited environment:
     the part that is the same for every connection (the inherited variables
     without TCP6* and without the names tcpserver sets or removes) is
     computed once, and each connection only copies it and fills in its own
     values.  The parent serving many connections per second
-    (server/direct.py) uses this; the result is exactly child_environment's,
-    order included (tests/test_ucspi_env.py compares the two)."""
+    (server/direct.py) keeps one; the result is exactly what the edit queue
+    described above gives, order included (tests/test_ucspi_env.py holds it
+    to a model written as that queue)."""
 
     def __init__(self, base: Mapping[bytes, bytes]) -> None:
-        # The names child_environment would remove or set again go; the
-        # order of the rest is kept, and the edited names follow them in
-        # edit order, as apply_edits appends them.
+        # The names the edits would remove or set again go; the order of
+        # the rest is kept, and the edited names follow them in edit order,
+        # as the original appends them after the inherited ones it keeps.
         self._kept = {name: value for name, value in base.items()
                       if not name.startswith(b"TCP6") and name not in CONNECTION_NAMES}
 
@@ -170,18 +105,33 @@ class EnvironmentTemplate:
                 env[b"TCP6INTERFACE"] = c_string(interface)
         if rule is not None:
             for name, value in rule.env:
-                if name:                     # see apply_edits: `=x` is left out
+                # A rule `,="x"` gives a variable with no name.  The original
+                # passes `=x` on, where no program can look it up; exec from
+                # Python refuses such an entry, so it is left out.
+                if name:
                     env.pop(name, None)
                     if value is not None:
                         env[name] = c_string(value)
         return env
+
+    def environment_for(self, conn: Connection, rule: RuleValue | None) -> dict[bytes, bytes]:
+        return self.environment(conn.local_ip, conn.local_port, conn.remote_ip,
+                                conn.remote_port, conn.ipv6, rule, conn.local_host,
+                                conn.remote_host, conn.remote_info, conn.interface)
+
+
+def child_environment(base: Mapping[bytes, bytes], conn: Connection,
+                      rule: RuleValue | None) -> dict[bytes, bytes]:
+    """The environment one connection's program gets (the forked child,
+    tcp-env): `base` with the edits described above."""
+    return EnvironmentTemplate(base).environment_for(conn, rule)
 
 
 def per_ip_limit(default: int, rule: RuleValue | None) -> int:
     """The per-IP limit for this client: the rule's last MAXCONIP if it sets
     one (leading digits; 0 = unlimited for that rule), else `default`."""
     limit = default
-    for name, value in rule_env(rule):
+    for name, value in (rule.env if rule is not None else ()):
         if name == PER_IP_LIMIT_VARIABLE:
             digits = b""
             for ch in value:
