@@ -92,6 +92,7 @@ class _Parent:
         self.table = ChildTable()
         self.quick = usable(opts)
         self.paused = False
+        self.foreign = True      # children not started here may exist (see reap)
         self.proxy = None
         if opts.proxy_from:
             self.proxy = ProxyIntake(opts.proxy_from, opts.proxy_timeout, poller, family,
@@ -135,6 +136,11 @@ class _Parent:
         polling_listener = False
         drain = None
         starved_logged = False
+        # Reap only after a signal (the wakeup fd): a waitpid() per poll round
+        # would cost a system call, and an exception when nothing is left.
+        # With SIGCHLD blocked from the start no signal comes: reap every round.
+        always_reap = signal.SIGCHLD in signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        signalled = True             # children from before serve() (a shell's)
         while True:
             if _Signals.terminated:
                 finish()
@@ -153,25 +159,26 @@ class _Parent:
                 drain = Drain(table, opts.stop_timeout, write, self.quiet)
             if drain is not None and drain.done():
                 finish()
-            held = len(proxy) if proxy is not None else 0
-            want = self.busy() + held < self.limit and not self.paused
+            want = self.room() and not self.paused
             if want != polling_listener:
                 if want:
                     poller.register(listen_fd, select.POLLIN)
                 else:
                     poller.unregister(listen_fd)
                 polling_listener = want
-            timeouts = [t for t in (proxy.poll_timeout() if proxy is not None else None,
-                                    lookups.poll_timeout() if lookups is not None else None,
-                                    drain.poll_timeout() if drain is not None else None,
-                                    RESOURCE_PAUSE * 1000 if self.paused else None)
-                        if t is not None]
-            ready = poller.poll(min(timeouts) if timeouts else None)
+            timeout = None
+            if proxy is not None or lookups is not None or drain is not None or self.paused:
+                timeout = self.poll_timeout(drain)
+            ready = poller.poll(timeout)
             self.paused = False
+            accepting = False
             for fd, _ in ready:
-                if fd == wake_read:
+                if fd == listen_fd:
+                    accepting = True
+                elif fd == wake_read:
+                    signalled = True
                     try:
-                        while os.read(wake_read, 512):
+                        while len(os.read(wake_read, 512)) == 512:   # a byte a signal
                             pass
                     except OSError:
                         pass
@@ -185,11 +192,15 @@ class _Parent:
                 proxy.expire()
             if lookups is not None:
                 lookups.expire()
-            self.reap()
+            if signalled:
+                signalled = always_reap
+                self.reap()
             if _Signals.terminated:
                 finish()
-            while (drain is None and not self.paused
-                   and self.busy() + (len(proxy) if proxy is not None else 0) < self.limit):
+            # Only when poll() said so: on a round woken by a child's exit, an
+            # accept() would mostly fail (an exception).  A listener just made
+            # pollable again is polled first.
+            while accepting and drain is None and not self.paused and self.room():
                 try:
                     conn_fd, addr = listener._accept()   # (fd, address): no socket object
                 except BlockingIOError:
@@ -214,6 +225,25 @@ class _Parent:
                 starved_logged = False
                 if _Signals.terminated:
                     finish()
+
+    def room(self) -> bool:
+        """Below -c, counting connections held for a PROXY header too."""
+        busy = len(self.table)
+        if self.lookups is not None:
+            busy += len(self.lookups)
+        if self.proxy is not None:
+            busy += len(self.proxy)
+        return busy < self.limit
+
+    def poll_timeout(self, drain: Drain | None) -> int | None:
+        """Milliseconds to the first deadline of the intakes, the drain or a pause."""
+        timeouts = [t for t in (self.proxy.poll_timeout() if self.proxy is not None else None,
+                                self.lookups.poll_timeout() if self.lookups is not None
+                                else None,
+                                drain.poll_timeout() if drain is not None else None,
+                                RESOURCE_PAUSE * 1000 if self.paused else None)
+                    if t is not None]
+        return min(timeouts) if timeouts else None
 
     def start(self, conn_fd: int, addr, local: tuple[str, int] | None) -> None:
         """A connection to serve (its PROXY header, if any, read)."""
@@ -281,10 +311,13 @@ class _Parent:
 
     def reap(self) -> None:
         table = self.table
-        while True:
+        # Once waitpid() has said there are no children at all, every later
+        # one is ours (in the table): with the table empty, no need to ask.
+        while table or self.foreign:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
+                self.foreign = False
                 return
             except InterruptedError:
                 continue
