@@ -25,7 +25,7 @@ from .. import logfmt
 from ..options import Options, VERBOSE
 from ..rules.cdbfile import RuleCache, RulesReadError
 from ..ucspi import EnvironmentTemplate, per_ip_limit
-from . import noexec
+from . import noexec, sigmask
 
 # Our handlers (SIGCHLD, SIGTERM) and what CPython ignores (SIGPIPE, SIGXFSZ)
 # go back to their defaults in the program, as under the C tcpserver.
@@ -129,10 +129,18 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
         if pid is None:
             return None
     else:
+        # The mask the server was started with passes on, as through exec;
+        # not the parent's blocked SIGCHLD (sigmask.py).
+        mask = sigmask.original
         try:
-            pid = plan.spawn(opts.program[0], opts.program, env,
-                             file_actions=((DUP2, fd, 0), (DUP2, fd, 1)),
-                             setsigdef=RESET_SIGNALS)   # the mask passes on, as through exec
+            if mask is None:
+                pid = plan.spawn(opts.program[0], opts.program, env,
+                                 file_actions=((DUP2, fd, 0), (DUP2, fd, 1)),
+                                 setsigdef=RESET_SIGNALS)
+            else:
+                pid = plan.spawn(opts.program[0], opts.program, env,
+                                 file_actions=((DUP2, fd, 0), (DUP2, fd, 1)),
+                                 setsigdef=RESET_SIGNALS, setsigmask=mask)
         except OSError:
             return None
     if plan.verbose:

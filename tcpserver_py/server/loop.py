@@ -23,6 +23,7 @@ from typing import Callable, NoReturn
 from .. import logfmt
 from .child import Accepted, over_limit, run_child
 from .children import ChildTable
+from . import sigmask
 from .direct import try_spawn, usable
 from .drain import Drain
 from .lookupwait import LookupIntake
@@ -139,7 +140,9 @@ class _Parent:
         # Reap only after a signal (the wakeup fd): a waitpid() per poll round
         # would cost a system call, and an exception when nothing is left.
         # With SIGCHLD blocked from the start no signal comes: reap every round.
-        always_reap = signal.SIGCHLD in signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        always_reap = not sigmask.hold()
+        set_mask, block, unblock = sigmask.pthread_sigmask, sigmask.SIG_BLOCK, sigmask.SIG_UNBLOCK
+        held = None if always_reap else sigmask.HELD
         signalled = True             # children from before serve() (a shell's)
         while True:
             if _Signals.terminated:
@@ -169,7 +172,12 @@ class _Parent:
             timeout = None
             if proxy is not None or lookups is not None or drain is not None or self.paused:
                 timeout = self.poll_timeout(drain)
-            ready = poller.poll(timeout)
+            if held is None:
+                ready = poller.poll(timeout)
+            else:
+                set_mask(unblock, held)      # a pending SIGCHLD arrives now
+                ready = poller.poll(timeout)
+                set_mask(block, held)
             self.paused = False
             accepting = False
             for fd, _ in ready:
