@@ -42,6 +42,9 @@ OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
                               errno.EAGAIN))
 RESOURCE_PAUSE = 0.5
 
+IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)       # <linux/in.h>
+IPV6_TRANSPARENT = 75                                          # <linux/in6.h>
+
 
 class _Signals:
     terminated = False
@@ -74,6 +77,7 @@ def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes],
     poller.register(wake_read, select.POLLIN)
     parent = _Parent(opts, base_env, listener.family, (listen_fd, wake_read, wake_write),
                      poller)
+    parent.bound = _bound_address(listener)
     parent.run(listener, wake_read, at_exit)
 
 
@@ -94,6 +98,7 @@ class _Parent:
         self.quick = usable(opts)
         self.paused = False
         self.foreign = True      # children not started here may exist (see reap)
+        self.bound = None        # every connection's local address, if one (serve)
         self.proxy = None
         if opts.proxy_from:
             self.proxy = ProxyIntake(opts.proxy_from, opts.proxy_timeout, poller, family,
@@ -134,6 +139,9 @@ class _Parent:
                 at_exit()     # e.g. remove the pidfile
             os._exit(0)
 
+        more = select.poll()
+        more.register(listen_fd, select.POLLIN)
+        more = more.poll
         polling_listener = False
         drain = None
         starved_logged = False
@@ -224,8 +232,9 @@ class _Parent:
                 local = None
                 if proxy is not None:
                     handed = proxy.admit(conn_fd, addr, _canonical_ip(addr))
-                    if handed is None:
-                        continue                         # held for its header, or dropped
+                    if handed is None:                   # held for its header, or dropped
+                        accepting = more(0)
+                        continue
                     conn_fd, addr, local = handed
                 self.start(conn_fd, addr, local)
                 if self.paused:
@@ -233,6 +242,9 @@ class _Parent:
                 starved_logged = False
                 if _Signals.terminated:
                     finish()
+                # Another client waiting?  poll(0) asks for 0.3 us; a failed
+                # accept() costs 2.3 (the exception).
+                accepting = more(0)
 
     def room(self) -> bool:
         """Below -c, counting connections held for a PROXY header too."""
@@ -288,7 +300,8 @@ class _Parent:
             names = progress.names() if progress is not None else None
             try:
                 pid = try_spawn(conn_fd, self.family, ip, addr[1], count, opts,
-                                self.base_env, PROG, progress.local if names else local,
+                                self.base_env, PROG,
+                                progress.local if names else local or self.bound,
                                 names=names)
             except Exception:
                 pid = None    # never let one connection end the server: fork instead
@@ -338,6 +351,25 @@ class _Parent:
             if self.verbose:
                 self.write(logfmt.end(PROG, pid, status)
                            + logfmt.status(PROG, self.busy(), self.opts.limit))
+
+
+def _bound_address(listener: socket.socket):
+    """The local address of every connection this listener accepts (saves a
+    getsockname() each), or None: bound to a wildcard address, or
+    transparent (a handed socket may be: it accepts for any address)."""
+    try:
+        bound = listener.getsockname()
+        if listener.family == socket.AF_INET:
+            transparent = listener.getsockopt(socket.IPPROTO_IP, IP_TRANSPARENT)
+        elif listener.family == socket.AF_INET6:
+            transparent = listener.getsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT)
+        else:
+            return None
+    except OSError:
+        return None
+    if transparent or bound[0] in ("0.0.0.0", "::"):
+        return None
+    return bound
 
 
 def _canonical_ip(addr) -> str:
