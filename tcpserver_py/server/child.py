@@ -25,7 +25,7 @@ from ..net.steps import run
 from ..options import Options, VERBOSE, QUIET
 from ..rules.cdbfile import RulesReadError, rule_for
 from ..ucspi import Connection, child_environment, per_ip_limit
-from . import noexec, sigmask
+from . import noexec, signals
 from .prepare import Drop, Progress, canonical_local_ip, prepare, socket_options
 from .preload import load_failure
 
@@ -75,7 +75,7 @@ def run_child(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
     try:
         # The parent's handlers, wakeup fd and blocked SIGCHLD must not act in
         # the child.
-        sigmask.restore_in_child()
+        signals.restore_in_child()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)

@@ -25,7 +25,7 @@ from .. import logfmt
 from ..options import Options, VERBOSE
 from ..rules.cdbfile import RuleCache, RulesReadError
 from ..ucspi import EnvironmentTemplate, per_ip_limit
-from . import noexec, sigmask
+from . import noexec, signals
 
 # Our handlers (SIGCHLD, SIGTERM) and what CPython ignores (SIGPIPE, SIGXFSZ)
 # go back to their defaults in the program, as under the C tcpserver.
@@ -130,8 +130,8 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
             return None
     else:
         # The mask the server was started with passes on, as through exec;
-        # not the parent's blocked SIGCHLD (sigmask.py).
-        mask = sigmask.original
+        # not the parent's blocked SIGCHLD (signals.py).
+        mask = signals.original
         try:
             if mask is None:
                 pid = plan.spawn(opts.program[0], opts.program, env,
@@ -140,7 +140,7 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
             else:
                 pid = plan.spawn(opts.program[0], opts.program, env,
                                  file_actions=((DUP2, fd, 0), (DUP2, fd, 1)),
-                                 setsigdef=RESET_SIGNALS, setsigmask=mask)
+                                 setsigdef=RESET_SIGNALS, setsignals=mask)
         except OSError:
             return None
     if plan.verbose:

@@ -1,8 +1,10 @@
 """The listening parent: accept, fork, count, reap.  Single-threaded.
 
 Signals only record (a Python handler plus signal.set_wakeup_fd); the loop
-reaps with waitpid(-1, WNOHANG) and exits on SIGTERM; SIGQUIT is the
-graceful stop (server/drain.py).  At the -c limit the
+reaps with waitpid(-1, WNOHANG) when the wakeup fd shows a signal, and
+exits on SIGTERM; SIGQUIT is the graceful stop (server/drain.py).  SIGCHLD
+is blocked except during poll() (signals.py), so that a batch of exits
+costs one delivery.  At the -c limit the
 listening socket is simply not polled, so new clients wait in the kernel's
 backlog; a connection is never accepted only to be closed.  The per-client
 work (banner, DNS, ident: lookupwait.py; rules and environment: direct.py)
@@ -16,19 +18,20 @@ import errno
 import gc
 import os
 import select
-import signal
 import socket
 from typing import Callable, NoReturn
 
 from .. import logfmt
 from .child import Accepted, over_limit, run_child
 from .children import ChildTable
-from . import sigmask
+from . import signals
+from .addresses import bound_address, canonical_ip
 from .direct import try_spawn, usable
 from .drain import Drain
 from .lookupwait import LookupIntake
 from .prepare import Progress
 from .proxywait import ProxyIntake
+from .signals import Signals
 from ..errstr import error_str
 from ..options import Options, QUIET, VERBOSE
 
@@ -42,42 +45,17 @@ OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
                               errno.EAGAIN))
 RESOURCE_PAUSE = 0.5
 
-IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)       # <linux/in.h>
-IPV6_TRANSPARENT = 75                                          # <linux/in6.h>
-
-
-class _Signals:
-    terminated = False
-    draining = False
-
-
-def _on_term(signum, frame) -> None:
-    _Signals.terminated = True
-
-
-def _on_quit(signum, frame) -> None:
-    _Signals.draining = True
-
-
-def _on_child(signum, frame) -> None:
-    pass   # the wakeup fd is the message; the loop reaps
-
-
 def serve(listener: socket.socket, opts: Options, base_env: dict[bytes, bytes],
           at_exit: Callable[[], None] | None = None) -> NoReturn:
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
-    signal.signal(signal.SIGCHLD, _on_child)
-    signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGQUIT, _on_quit)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signals.install(wake_write)
     listener.setblocking(False)
     listen_fd = listener.fileno()
     poller = select.poll()
     poller.register(wake_read, select.POLLIN)
     parent = _Parent(opts, base_env, listener.family, (listen_fd, wake_read, wake_write),
                      poller)
-    parent.bound = _bound_address(listener)
+    parent.bound = bound_address(listener)
     parent.run(listener, wake_read, at_exit)
 
 
@@ -148,14 +126,14 @@ class _Parent:
         # Reap only after a signal (the wakeup fd): a waitpid() per poll round
         # would cost a system call, and an exception when nothing is left.
         # With SIGCHLD blocked from the start no signal comes: reap every round.
-        always_reap = not sigmask.hold()
-        set_mask, block, unblock = sigmask.pthread_sigmask, sigmask.SIG_BLOCK, sigmask.SIG_UNBLOCK
-        held = None if always_reap else sigmask.HELD
+        always_reap = not signals.hold()
+        set_mask, block, unblock = signals.pthread_sigmask, signals.SIG_BLOCK, signals.SIG_UNBLOCK
+        held = None if always_reap else signals.HELD
         signalled = True             # children from before serve() (a shell's)
         while True:
-            if _Signals.terminated:
+            if Signals.terminated:
                 finish()
-            if _Signals.draining and drain is None:
+            if Signals.draining and drain is None:
                 if lookups is not None:
                     # Children now (the drain waits for them), forked while
                     # the descriptors they close are still open.
@@ -211,7 +189,7 @@ class _Parent:
             if signalled:
                 signalled = always_reap
                 self.reap()
-            if _Signals.terminated:
+            if Signals.terminated:
                 finish()
             # Only when poll() said so: on a round woken by a child's exit, an
             # accept() would mostly fail (an exception).  A listener just made
@@ -231,7 +209,7 @@ class _Parent:
                     break                                # or a transient error
                 local = None
                 if proxy is not None:
-                    handed = proxy.admit(conn_fd, addr, _canonical_ip(addr))
+                    handed = proxy.admit(conn_fd, addr, canonical_ip(addr))
                     if handed is None:                   # held for its header, or dropped
                         accepting = more(0)
                         continue
@@ -240,7 +218,7 @@ class _Parent:
                 if self.paused:
                     break                                # fork failed: no process to spare
                 starved_logged = False
-                if _Signals.terminated:
+                if Signals.terminated:
                     finish()
                 # Another client waiting?  poll(0) asks for 0.3 us; a failed
                 # accept() costs 2.3 (the exception).
@@ -267,7 +245,7 @@ class _Parent:
 
     def start(self, conn_fd: int, addr, local: tuple[str, int] | None) -> None:
         """A connection to serve (its PROXY header, if any, read)."""
-        ip = _canonical_ip(addr)
+        ip = canonical_ip(addr)
         lookups = self.lookups
         count = self.table.count_for(ip) + 1
         if lookups is not None:
@@ -351,29 +329,3 @@ class _Parent:
             if self.verbose:
                 self.write(logfmt.end(PROG, pid, status)
                            + logfmt.status(PROG, self.busy(), self.opts.limit))
-
-
-def _bound_address(listener: socket.socket):
-    """The local address of every connection this listener accepts (saves a
-    getsockname() each), or None: bound to a wildcard address, or
-    transparent (a handed socket may be: it accepts for any address)."""
-    try:
-        bound = listener.getsockname()
-        if listener.family == socket.AF_INET:
-            transparent = listener.getsockopt(socket.IPPROTO_IP, IP_TRANSPARENT)
-        elif listener.family == socket.AF_INET6:
-            transparent = listener.getsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT)
-        else:
-            return None
-    except OSError:
-        return None
-    if transparent or bound[0] in ("0.0.0.0", "::"):
-        return None
-    return bound
-
-
-def _canonical_ip(addr) -> str:
-    ip = addr[0]
-    if ip.startswith("::ffff:") and "." in ip:
-        ip = ip[7:]                       # IPv4 client of a dual-stack socket
-    return ip.split("%", 1)[0] if len(addr) == 4 else ip

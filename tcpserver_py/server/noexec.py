@@ -46,7 +46,7 @@ import sys
 import time
 from typing import Callable, NoReturn
 
-from . import sigmask
+from . import signals
 from .launcher import PRELOADABLE, exit_status, parse_launcher
 
 LAUNCHER_MAX = 4096          # our launchers are about 200 bytes
@@ -88,7 +88,7 @@ class Preloaded:
         if pid:
             return pid
         try:
-            sigmask.restore_in_child()
+            signals.restore_in_child()
             signal.set_wakeup_fd(-1)
             os.dup2(fd, 0)
             os.dup2(fd, 1)
