@@ -140,7 +140,7 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
             else:
                 pid = plan.spawn(opts.program[0], opts.program, env,
                                  file_actions=((DUP2, fd, 0), (DUP2, fd, 1)),
-                                 setsigdef=RESET_SIGNALS, setsignals=mask)
+                                 setsigdef=RESET_SIGNALS, setsigmask=mask)
         except OSError:
             return None
     if plan.verbose:
