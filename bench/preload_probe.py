@@ -214,6 +214,9 @@ def main() -> None:
     root.mkdir(mode=0o700)
     try:
         env = environment(make_home(root))
+        # As tcpserver is started with the QMAILHOME its children get: the
+        # preload hook (launcher.PRELOAD_HOOKS) reads the control files there.
+        os.environ["QMAILHOME"] = os.fsdecode(env[b"QMAILHOME"])
         loaded, why = noexec.prepare((launcher,), b"/usr/bin:/bin", False)
         if loaded is None:
             raise SystemExit(why)

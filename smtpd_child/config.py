@@ -11,6 +11,8 @@ spaces, tabs and the newline stripped, empty lines and lines starting with
 import os
 
 from smtpd_child import startup
+from smtpd_child import controls as parsed_controls
+from smtpd_child.controls import list_entries  # noqa: F401 (tests use it)
 from smtpd_child.auth.options import parse_smtpauth
 from smtpd_child.smtp.policy import ControlReadError, Policy
 from smtpd_child.smtp.protocol import SessionConfig
@@ -38,19 +40,6 @@ class Settings:
         self.queue_program = queue_program   # path, or None for the built-in spool
         self.spool_dir = spool_dir
         self.warnings = warnings             # lines for stderr
-
-
-def list_entries(data):
-    """Entries of a list control file (None stays None)."""
-    if data is None:
-        return None
-    entries = []
-    for line in data.split(b"\n"):
-        line = line.rstrip(b" \t\n")
-        if line and not line.startswith(b"#"):
-            # qmail's constmap takes NUL-separated entries: a NUL splits a line.
-            entries.extend(line.split(b"\0"))
-    return entries
 
 
 def control_list(path):
@@ -147,14 +136,12 @@ def build(raw, environ, clock=None, auth_checker=False) -> Settings:
     control = os.fsdecode(raw.control)
     warnings = []
     greeting = raw.greeting
-    local_ip_host = first_line(files[b"localiphost"])
-    if local_ip_host is None:
-        local_ip_host = first_line(files[b"me"])
-    databytes = number(files[b"databytes"], 0)
+    # The files' own values, parsed once per contents (controls.py).
+    values = parsed_controls.parsed(files)
+    databytes = values.databytes
     if "DATABYTES" in environ:
         databytes = leading_number(os.fsencode(environ["DATABYTES"])) or 0
-
-    rcpthosts = list_entries(files[b"rcpthosts"])
+    rcpthosts = values.rcpthosts
     more = None
     relayclient = _env(environ, "RELAYCLIENT")
     if rcpthosts is None:
@@ -163,14 +150,13 @@ def build(raw, environ, clock=None, auth_checker=False) -> Settings:
                             f"refusing to relay for every domain")
     elif raw.more_rcpthosts:
         more = more_rcpthosts_lookup(os.path.join(control, "morercpthosts.cdb"))
-    badmailfrom = list_entries(files[b"badmailfrom"]) or []
 
     tcplocalip = environ.get("TCPLOCALIP", "")
     session = SessionConfig(
         greeting=greeting,
         databytes=databytes,
-        policy=Policy(rcpthosts, more, relayclient, badmailfrom),
-        local_ip_host=local_ip_host,
+        policy=Policy.from_sets(rcpthosts, more, relayclient, values.badmailfrom),
+        local_ip_host=values.local_ip_host,
         is_local_ip=local_ipv4_checker(tcplocalip),
         remotehost=_env(environ, "TCPREMOTEHOST", b"unknown"),
         remoteip=_env(environ, "TCPREMOTEIP", b"unknown"),
@@ -178,7 +164,7 @@ def build(raw, environ, clock=None, auth_checker=False) -> Settings:
         local=_env(environ, "TCPLOCALHOST", _env(environ, "TCPLOCALIP", b"unknown")),
         clock=clock or (lambda: 0),
         max_errors=error_limit(environ),
-        **_extensions(environ, files, greeting, clock or (lambda: 0), auth_checker, warnings),
+        **_extensions(environ, values, greeting, clock or (lambda: 0), auth_checker, warnings),
     )
 
     home = os.fsdecode(raw.home)
@@ -192,12 +178,12 @@ def build(raw, environ, clock=None, auth_checker=False) -> Settings:
                         os.path.join(home, SPOOL_DIRNAME), warnings)
     if raw.cert:
         settings.tls_cert = os.path.join(control, "servercert.pem")
-        settings.tls_ciphers = first_line(files[b"tlsciphers"])
-        settings.tls_protocols = files[b"tlsprotocols"]
+        settings.tls_ciphers = values.tls_ciphers
+        settings.tls_protocols = values.tls_protocols
     return settings
 
 
-def _extensions(environ, files, greeting, clock, auth_checker, warnings):
+def _extensions(environ, values, greeting, clock, auth_checker, warnings):
     """SessionConfig's AUTH, submission and tarpit settings (docs/smtpd.md)."""
     auth, notes = parse_smtpauth(_env(environ, "SMTPAUTH"), auth_checker)
     warnings += notes
@@ -207,7 +193,7 @@ def _extensions(environ, files, greeting, clock, auth_checker, warnings):
     for name in ("tarpitcount", "tarpitdelay"):
         value = _env(environ, name.upper())
         if value is None:
-            value = first_line(files[name.encode()]) or b"0"
+            value = getattr(values, name) or b"0"
         found = leading_number(value)
         if found is None:
             warnings.append(f"{name.upper()}={value.decode(errors='replace')!r} is not a number:"

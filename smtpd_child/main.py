@@ -76,6 +76,25 @@ def main() -> None:
     _exit(output, session.run(started))
 
 
+def prepare_preloaded() -> None:
+    """Called once by `tcpserver --preload` in the server, after importing
+    this module and before -u/-g and the first fork (launcher.PRELOAD_HOOKS).
+    Every child it forks inherits what is done here:
+      - procenv learns that this process image will not be exec'd for a
+        connection, so a child need not compare /proc/self/environ (the
+        server's) with its environment to find that out;
+      - the server's control files are parsed into controls.py's memo, so a
+        child that reads the same bytes skips the parse.  Best effort: a
+        missing or unreadable control directory only means no warm memo
+        (each child reads and reports its files itself, as always)."""
+    from smtpd_child import controls, procenv
+    procenv.forked_without_exec = True
+    try:
+        controls.parsed(startup.read(posix.environ).files)
+    except Exception:
+        pass
+
+
 def _refuse_next(output, reply):
     """The session cannot run after all: `reply` answers the client's first
     command, which is read first (closing with it unread would reset the

@@ -18,6 +18,11 @@ import os
 
 STARTUP_VARIABLES = (b"LC_CTYPE",)       # PEP 538 locale coercion
 
+# Set by main.prepare_preloaded in a `tcpserver --preload` server: its
+# children run without exec, so there is no start-up change to undo and
+# /proc/self/environ (the server's) need not be read to find that out.
+forked_without_exec = False
+
 
 def initial_environment() -> dict | None:
     """The environment this process was exec'd with (the first of each
@@ -38,6 +43,8 @@ def initial_environment() -> dict | None:
 def undo_startup_changes(environ=None) -> None:
     """Give `environ` (os.environb by default) the initial values of the
     variables CPython's start-up may have set."""
+    if forked_without_exec:
+        return
     environ = os.environb if environ is None else environ
     initial = initial_environment()
     if initial is None or not _same_apart_from_startup(initial, environ):

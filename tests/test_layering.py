@@ -31,6 +31,7 @@ PURE_MODULES = [
     "smtpd_child/smtp/framing.py",
     "smtpd_child/smtp/address.py",
     "smtpd_child/smtp/policy.py",
+    "smtpd_child/controls.py",
     "smtpd_child/smtp/envelope.py",
     "smtpd_child/smtp/protocol.py",
     "smtpd_child/smtp/extensions.py",

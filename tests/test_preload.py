@@ -428,3 +428,78 @@ def test_the_preloading_server_has_no_at_fork_hooks():
     out = subprocess.run([python, "-I", "-S", "-c", f"import sys; sys.path[:0] = {list(path)!r}; "
                           + code, launcher], capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def session_replies(port: int, commands) -> list:
+    """The greeting and the reply to each command, then QUIT."""
+    client = Client(port)
+    try:
+        found = [client.reply()] + [client.command(line) for line in commands]
+        client.command(b"QUIT")
+        return found
+    finally:
+        client.close()
+
+
+# (control file, its text before (None: missing) and after, the session's
+# commands, the reply that must change).  Each parsed control file, changed
+# between two connections of one --preload server whose memo of parsed
+# controls was warmed from these very files (smtpd_child/controls.py).
+CHANGED_CONTROLS = [
+    # Same size and the old mtime put back: only the bytes tell them apart.
+    ("rcpthosts", "example.com\nmail.example.com\n", "exampla.com\nmail.example.com\n",
+     [b"HELO x", b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>"], 3),
+    ("rcpthosts", "example.com\n", None,
+     [b"HELO x", b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>"], 3),
+    ("badmailfrom", None, "#\n@B.test\n",
+     [b"HELO x", b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>"], 3),
+    ("badmailfrom", "a@b.test\n", "a@c.test\n",
+     [b"HELO x", b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@example.com>"], 3),
+    ("databytes", None, "10\n", [b"EHLO x", b"MAIL FROM:<a@b.test> SIZE=100"], 1),
+    ("smtpgreeting", "one.example\n", "two.example\n", [b"HELO x"], 0),
+    ("localiphost", "other.example\n", "mail.example.com\n",
+     [b"HELO x", b"MAIL FROM:<a@b.test>", b"RCPT TO:<u@[127.0.0.1]>"], 3),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name, before, after, commands, changed", CHANGED_CONTROLS)
+def test_each_parsed_control_file_is_seen_afresh(work, name, before, after, commands, changed):
+    control = work / "qmail" / "control"
+
+    def write(text):
+        if text is None:
+            (control / name).unlink(missing_ok=True)
+        else:
+            (control / name).write_text(text)
+    write(before)
+    env = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(work / "qmail")}
+    exec_server = Server(work, False, env=env)
+    server = Server(work, True, env=env)
+    try:
+        first = session_replies(server.port, commands)
+        assert first == session_replies(exec_server.port, commands)
+        stat = (control / name).stat() if before is not None else None
+        write(after)
+        if stat is not None and after is not None:
+            os.utime(control / name, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        second = session_replies(server.port, commands)
+        assert second == session_replies(exec_server.port, commands)
+        assert first[changed] != second[changed], (first, second)
+    finally:
+        server.stop()
+        exec_server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_no_control_directory_at_start_up_is_no_warm_memo(work):
+    later = work / "later"
+    env = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(later)}
+    server = Server(work, True, env=env)
+    try:
+        (work / "qmail").rename(later)
+        assert session_rcpt(server.port, b"u@example.com") == b"250 ok\r\n"
+        assert session_rcpt(server.port, b"u@new.test").startswith(b"553 ")
+    finally:
+        server.stop()
+    assert b"Traceback" not in server.log() and b"warning" not in server.log()

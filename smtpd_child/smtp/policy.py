@@ -43,6 +43,17 @@ class Policy:
         self.relayclient = relayclient
         self.badmailfrom = frozenset(entry.lower() for entry in badmailfrom)
 
+    @classmethod
+    def from_sets(cls, rcpthosts, more_rcpthosts, relayclient, badmailfrom):
+        """A Policy from sets already lower-cased (controls.lookup_set: shared,
+        immutable frozensets, or None for a missing rcpthosts)."""
+        policy = cls.__new__(cls)
+        policy.rcpthosts = rcpthosts
+        policy.more_rcpthosts = more_rcpthosts
+        policy.relayclient = relayclient
+        policy.badmailfrom = badmailfrom
+        return policy
+
     def sender_is_bad(self, sender: bytes) -> bool:
         if not self.badmailfrom:
             return False

@@ -25,11 +25,21 @@ from dataclasses import dataclass
 # (smtpd_child.tls brings ssl: a bigger parent to fork, but STARTTLS is
 # common on port 25 and each such session is spared about 20 ms.)
 PRELOADABLE: dict[str, tuple[str, ...]] = {
-    "smtpd_child.main": ("smtpd_child.driver", "posixpath",
+    "smtpd_child.main": ("smtpd_child.driver", "posixpath", "smtpd_child.controls",
                          "smtpd_child.procenv", "smtpd_child.delivery.queue",
                          "smtpd_child.delivery.sweep", "cdbx", "array", "fcntl", "socket",
                          "struct", "smtpd_child.tls", "smtpd_child.auth.checkpassword",
                          "smtpd_child.usage"),
+}
+
+# Optional: a function of the preloaded module that tcpserver calls once
+# after importing it, before -u/-g and before the first fork, so that work
+# every child would repeat on the same input is done once (smtpd-child:
+# its control files parsed, memoised by their contents; see
+# smtpd_child/main.py prepare_preloaded).  Its failure is ignored: it is
+# only a head start.
+PRELOAD_HOOKS: dict[str, str] = {
+    "smtpd_child.main": "prepare_preloaded",
 }
 
 _LAUNCHER = re.compile(

@@ -47,7 +47,7 @@ import time
 from typing import Callable, NoReturn
 
 from . import signals
-from .launcher import PRELOADABLE, exit_status, parse_launcher
+from .launcher import PRELOAD_HOOKS, PRELOADABLE, exit_status, parse_launcher
 
 LAUNCHER_MAX = 4096          # our launchers are about 200 bytes
 COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")    # CPython's, in its order
@@ -187,6 +187,12 @@ def prepare(program: tuple[str, ...], search_path: bytes,
             importlib.import_module(name)
         except Exception:
             pass             # imported later by the child if it needs it, as under exec
+    hook = PRELOAD_HOOKS.get(launcher.module)
+    if hook is not None:
+        try:
+            getattr(sys.modules[launcher.module], hook)()
+        except Exception:
+            pass             # no head start: each child does the work itself
     global loaded
     loaded = Preloaded(path, program[1:], main, quiet)
     return loaded, ""
