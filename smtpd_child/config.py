@@ -9,6 +9,7 @@ spaces, tabs and the newline stripped, empty lines and lines starting with
 """
 
 import os
+import posix
 
 from smtpd_child import startup
 from smtpd_child import controls as parsed_controls
@@ -47,9 +48,15 @@ def control_list(path):
     return list_entries(startup.read_file(os.fsencode(path)))
 
 
-def _env(environ, name, default=None):
-    value = environ.get(name)
-    return default if value is None else os.fsencode(value)
+def _bytes_environment(environ):
+    """`environ` as a dict of bytes: for os.environ its own dict, without a
+    copy (posix.environ: os.environ's methods keep it in step, bytes to
+    bytes; main.py reads it too), any other mapping encoded as os.environb
+    would see it.  Plain dict lookups of bytes: each through os.environ
+    would be four calls of Python code, and the value encoded back."""
+    if environ is os.environ:
+        return posix.environ
+    return {os.fsencode(name): os.fsencode(value) for name, value in environ.items()}
 
 
 def more_rcpthosts_lookup(path):
@@ -68,13 +75,15 @@ def more_rcpthosts_lookup(path):
 
 
 def local_ipv4_checker(tcplocalip):
-    """is_local_ip(ip) over this host's interface addresses, found on first use."""
+    """is_local_ip(ip) over this host's interface addresses, found on first use
+    (TCPLOCALIP as text, or as bytes: decoded then)."""
     found = []
 
     def is_local_ip(ip: str) -> bool:
         if not found:
+            local = tcplocalip if isinstance(tcplocalip, str) else os.fsdecode(tcplocalip)
             # netqmail's ipme_init() counts 0.0.0.0 ("this host") as local too.
-            found.append(_interface_addresses() | {"0.0.0.0", "127.0.0.1", tcplocalip})
+            found.append(_interface_addresses() | {"0.0.0.0", "127.0.0.1", local})
         return ip in found[0]
     return is_local_ip
 
@@ -115,10 +124,11 @@ def _interface_addresses():
     return addresses
 
 
-def error_limit(environ):
-    """SMTPD_ERROR_LIMIT: 4xx/5xx replies before the 421; as SMTPD_DEADLINE, a
-    positive number (empty, 0 or no digits: the default)."""
-    return leading_number(os.fsencode(environ.get("SMTPD_ERROR_LIMIT", ""))) or DEFAULT_ERRORS
+def error_limit(env):
+    """SMTPD_ERROR_LIMIT (`env`: bytes to bytes): 4xx/5xx replies before the
+    421; as SMTPD_DEADLINE, a positive number (empty, 0 or no digits: the
+    default)."""
+    return leading_number(env.get(b"SMTPD_ERROR_LIMIT", b"")) or DEFAULT_ERRORS
 
 
 def load(environ=None, clock=None, auth_checker=False) -> Settings:
@@ -128,70 +138,96 @@ def load(environ=None, clock=None, auth_checker=False) -> Settings:
     return build(raw, environ, clock, auth_checker)
 
 
+class Paths:
+    """The paths build() names under one qmail home, as text."""
+
+    def __init__(self, home_bytes, control_bytes):
+        self.home = home = os.fsdecode(home_bytes)
+        self.control = control = os.fsdecode(control_bytes)
+        self.rcpthosts = os.path.join(control, "rcpthosts")
+        self.more_rcpthosts = os.path.join(control, "morercpthosts.cdb")
+        self.servercert = os.path.join(control, "servercert.pem")
+        self.queue = os.path.join(home, "bin", "qmail-queue")
+        self.spool = os.path.join(home, SPOOL_DIRNAME)
+
+
+_last_paths = []        # [(home, control, Paths)]: the latest home only
+
+
+def paths(home, control) -> Paths:
+    """Paths(home, control), kept for the next session under the same home
+    (warmed in the server under --preload, as controls.py's memo)."""
+    if _last_paths and _last_paths[0][0] == home and _last_paths[0][1] == control:
+        return _last_paths[0][2]
+    found = Paths(home, control)
+    _last_paths[:] = [(home, control, found)]
+    return found
+
+
 def build(raw, environ, clock=None, auth_checker=False) -> Settings:
     """Settings from startup.read's files and the environment.
 
     auth_checker: a checkpassword command was given (AUTH can be offered)."""
     files = raw.files
-    control = os.fsdecode(raw.control)
+    env = _bytes_environment(environ)
+    where = paths(raw.home, raw.control)
     warnings = []
     greeting = raw.greeting
     # The files' own values, parsed once per contents (controls.py).
     values = parsed_controls.parsed(files)
     databytes = values.databytes
-    if "DATABYTES" in environ:
-        databytes = leading_number(os.fsencode(environ["DATABYTES"])) or 0
+    if b"DATABYTES" in env:
+        databytes = leading_number(env[b"DATABYTES"]) or 0
     rcpthosts = values.rcpthosts
     more = None
-    relayclient = _env(environ, "RELAYCLIENT")
+    relayclient = env.get(b"RELAYCLIENT")
     if rcpthosts is None:
         if relayclient is None:      # a RELAYCLIENT session never reads rcpthosts
-            warnings.append(f"{os.path.join(control, 'rcpthosts')} is missing: "
+            warnings.append(f"{where.rcpthosts} is missing: "
                             f"refusing to relay for every domain")
     elif raw.more_rcpthosts:
-        more = more_rcpthosts_lookup(os.path.join(control, "morercpthosts.cdb"))
+        more = more_rcpthosts_lookup(where.more_rcpthosts)
 
-    tcplocalip = environ.get("TCPLOCALIP", "")
     session = SessionConfig(
         greeting=greeting,
         databytes=databytes,
         policy=Policy.from_sets(rcpthosts, more, relayclient, values.badmailfrom),
         local_ip_host=values.local_ip_host,
-        is_local_ip=local_ipv4_checker(tcplocalip),
-        remotehost=_env(environ, "TCPREMOTEHOST", b"unknown"),
-        remoteip=_env(environ, "TCPREMOTEIP", b"unknown"),
-        remoteinfo=_env(environ, "TCPREMOTEINFO"),
-        local=_env(environ, "TCPLOCALHOST", _env(environ, "TCPLOCALIP", b"unknown")),
+        is_local_ip=local_ipv4_checker(env.get(b"TCPLOCALIP", b"")),
+        remotehost=env.get(b"TCPREMOTEHOST", b"unknown"),
+        remoteip=env.get(b"TCPREMOTEIP", b"unknown"),
+        remoteinfo=env.get(b"TCPREMOTEINFO"),
+        local=env.get(b"TCPLOCALHOST", env.get(b"TCPLOCALIP", b"unknown")),
         clock=clock or (lambda: 0),
-        max_errors=error_limit(environ),
-        **_extensions(environ, values, greeting, clock or (lambda: 0), auth_checker, warnings),
+        max_errors=error_limit(env),
+        **_extensions(env, values, greeting, clock or (lambda: 0), auth_checker, warnings),
     )
 
-    home = os.fsdecode(raw.home)
     # Set but empty is still set: qmail would exec "" and answer 451, so do we.
-    queue_program = environ.get("QMAILQUEUE")
-    if queue_program is None:
-        candidate = os.path.join(home, "bin", "qmail-queue")
-        if os.path.exists(candidate):
-            queue_program = candidate
-    settings = Settings(session, raw.timeout, raw.deadline, home, queue_program,
-                        os.path.join(home, SPOOL_DIRNAME), warnings)
+    queue_program = env.get(b"QMAILQUEUE")
+    if queue_program is not None:
+        queue_program = os.fsdecode(queue_program)
+    else:
+        if os.path.exists(where.queue):     # looked for at every session
+            queue_program = where.queue
+    settings = Settings(session, raw.timeout, raw.deadline, where.home, queue_program,
+                        where.spool, warnings)
     if raw.cert:
-        settings.tls_cert = os.path.join(control, "servercert.pem")
+        settings.tls_cert = where.servercert
         settings.tls_ciphers = values.tls_ciphers
         settings.tls_protocols = values.tls_protocols
     return settings
 
 
-def _extensions(environ, values, greeting, clock, auth_checker, warnings):
+def _extensions(env, values, greeting, clock, auth_checker, warnings):
     """SessionConfig's AUTH, submission and tarpit settings (docs/smtpd.md)."""
-    auth, notes = parse_smtpauth(_env(environ, "SMTPAUTH"), auth_checker)
+    auth, notes = parse_smtpauth(env.get(b"SMTPAUTH"), auth_checker)
     warnings += notes
     # sagredo's qmail: AUTH only after STARTTLS unless FORCETLS=0.
-    auth.without_tls = environ.get("FORCETLS") == "0"
+    auth.without_tls = env.get(b"FORCETLS") == b"0"
     tarpit = {}
     for name in ("tarpitcount", "tarpitdelay"):
-        value = _env(environ, name.upper())
+        value = env.get(name.upper().encode())
         if value is None:
             value = getattr(values, name) or b"0"
         found = leading_number(value)

@@ -84,13 +84,16 @@ def prepare_preloaded() -> None:
         connection, so a child need not compare /proc/self/environ (the
         server's) with its environment to find that out;
       - the server's control files are parsed into controls.py's memo, so a
-        child that reads the same bytes skips the parse.  Best effort: a
+        child that reads the same bytes skips the parse (and the paths
+        under its qmail home are written out once, config.paths).  Best effort: a
         missing or unreadable control directory only means no warm memo
         (each child reads and reports its files itself, as always)."""
-    from smtpd_child import controls, procenv
+    from smtpd_child import config, controls, procenv
     procenv.forked_without_exec = True
     try:
-        controls.parsed(startup.read(posix.environ).files)
+        raw = startup.read(posix.environ)
+        controls.parsed(raw.files)
+        config.paths(raw.home, raw.control)
     except Exception:
         pass
 

@@ -3,6 +3,7 @@ exact bytes read, are what a fresh parse gives; the memo keeps the latest
 contents only and its values are immutable; the warm-up under --preload
 never fails."""
 
+import os
 import posix
 
 from hypothesis import given, strategies as st
@@ -114,3 +115,13 @@ def test_the_environment_is_left_alone_when_forked_without_exec(monkeypatch):
     monkeypatch.setattr(procenv, "forked_without_exec", False)
     procenv.undo_startup_changes(environ)       # the same block apart from LC_CTYPE
     assert environ == {}
+
+
+@given(st.lists(st.sampled_from([b"/var/qmail", b"/srv/q\xc9", b"/", b"/var/qmail2"]), max_size=6))
+def test_the_paths_kept_are_those_of_the_home_asked_for(homes):
+    from smtpd_child import config
+    for home in homes:
+        found = config.paths(home, home + b"/control")
+        fresh = config.Paths(home, home + b"/control")
+        assert vars(found) == vars(fresh) and found.home == os.fsdecode(home)
+        assert len(config._last_paths) == 1

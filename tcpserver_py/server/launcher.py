@@ -26,6 +26,7 @@ from dataclasses import dataclass
 # common on port 25 and each such session is spared about 20 ms.)
 PRELOADABLE: dict[str, tuple[str, ...]] = {
     "smtpd_child.main": ("smtpd_child.driver", "posixpath", "smtpd_child.controls",
+                         "smtpd_child.config",
                          "smtpd_child.procenv", "smtpd_child.delivery.queue",
                          "smtpd_child.delivery.sweep", "cdbx", "array", "fcntl", "socket",
                          "struct", "smtpd_child.tls", "smtpd_child.auth.checkpassword",
