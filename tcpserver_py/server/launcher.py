@@ -18,8 +18,9 @@ from dataclasses import dataclass
 # modules it would import later (after its greeting, or only for some
 # sessions): importing them in the parent spares every child the work.
 # smtpd-child reads its control files and environment in main(), at every
-# call, and keeps no module-level state, so one import serves every
-# connection exactly as a fresh interpreter would.
+# call; what it keeps between calls is only a memo of what its control files
+# say, keyed by their exact bytes (smtpd_child/controls.py), so one import
+# serves every connection exactly as a fresh interpreter would.
 # smtpd_child.driver is what smtpd-child imports once its greeting is out
 # (the SMTP core, the policy, the configuration parser).
 # (smtpd_child.tls brings ssl: a bigger parent to fork, but STARTTLS is
