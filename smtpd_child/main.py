@@ -85,12 +85,13 @@ def prepare_preloaded() -> None:
         server's) with its environment to find that out;
       - the server's control files are parsed into controls.py's memo, so a
         child that reads the same bytes skips the parse (and the paths
-        under its qmail home are written out once, config.paths).  Best effort: a
-        missing or unreadable control directory only means no warm memo
-        (each child reads and reports its files itself, as always)."""
-    from smtpd_child import config, controls, procenv
+        under its qmail home are written out once, config.paths).
+    Best effort: a missing or unreadable control directory only means no
+    warm memo (each child reads and reports its files itself, as always)."""
+    from smtpd_child import procenv
     procenv.forked_without_exec = True
     try:
+        from smtpd_child import config, controls
         raw = startup.read(posix.environ)
         controls.parsed(raw.files)
         config.paths(raw.home, raw.control)
