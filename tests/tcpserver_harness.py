@@ -75,6 +75,9 @@ class Server:
         self.proc.wait(timeout=10)
         self.proc.stdout.close()
         self._log.close()
+        # Every test through this harness also checks that our quick path
+        # never failed quietly into the slower forked child.
+        assert "posix_spawn path failed" not in self.log(), self.log()
 
 
 def read_all(sock: socket.socket) -> bytes:

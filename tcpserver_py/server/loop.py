@@ -77,6 +77,7 @@ class _Parent:
         self.paused = False
         self.foreign = True      # children not started here may exist (see reap)
         self.bound = None        # every connection's local address, if one (serve)
+        self.spawn_failure_told = False
         self.proxy = None
         if opts.proxy_from:
             self.proxy = ProxyIntake(opts.proxy_from, opts.proxy_timeout, poller, family,
@@ -281,8 +282,16 @@ class _Parent:
                                 self.base_env, PROG,
                                 progress.local if names else local or self.bound,
                                 names=names)
-            except Exception:
-                pid = None    # never let one connection end the server: fork instead
+            except Exception as exc:
+                # Never let one connection end the server: a forked child
+                # serves it alike, only slower.  This is a bug, not a
+                # client's doing: said once, so that it is seen and fixed.
+                if not self.spawn_failure_told and not self.quiet:
+                    self.write(logfmt.warning(
+                        PROG, f"posix_spawn path failed ({type(exc).__name__}: {exc}); "
+                        "serving connections by a forked child instead"))
+                self.spawn_failure_told = True
+                pid = None
             if pid is not None:
                 self.table.add(pid, ip)
                 os.close(conn_fd)
