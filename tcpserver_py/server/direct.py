@@ -1,18 +1,20 @@
 """The quick path: serve a connection from the parent with posix_spawn.
 
 Forking a Python process is costly: the child copies every page the
-interpreter touches before exec.  When a connection needs no lookups that
-could block (-H, -R, -l name: no DNS, no ident) and no banner, everything the
-child would do before exec takes microseconds, so the parent does it
-itself -- local address, rules (rules.cdbfile.RuleCache: the cdb's answers
+interpreter touches before exec.  Once a connection's banner and lookups
+are done (none asked for with -H -R -l name and no -B; else the parent's
+poll loop does them, server/lookupwait.py), everything the child would do
+before exec takes microseconds, so the parent does it itself -- local
+address, rules (rules.cdbfile.RuleCache: the cdb's answers
 are reused only while stat() shows the very file they came from),
 environment (ucspi.EnvironmentTemplate: the inherited part is prepared once)
 -- and starts the program with posix_spawn (vfork + exec, no page copying).
 
 Anything unusual -- a deny, a rules file that cannot be read, a client over
 its per-IP limit, a program that cannot be run -- returns None, and the
-caller forks the ordinary child, which does the whole sequence again and
-produces exactly the original's log lines and exit statuses.
+caller forks the ordinary child, which carries on from what the parent
+has done (no banner or lookup twice) and produces exactly the original's
+log lines and exit statuses.
 """
 
 from __future__ import annotations
