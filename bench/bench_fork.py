@@ -37,7 +37,7 @@ kind, n = sys.argv[1], int(sys.argv[2])
 import importlib
 mods = sys.argv[3:]          # smtpd-child's module and what --preload imports with it
 if kind == "parent":
-    mods += ["tcpserver_py.tcpserver", "tcpserver_py.server.noexec"]
+    mods += ["tcpserver_py.tcpserver", "tcpserver_py.server.preloading.noexec"]
 for m in mods:
     importlib.import_module(m)
 gc.freeze()
@@ -73,7 +73,7 @@ print(wall / n * 1e6, parent * 1e6, child * 1e6, rss)
 
 def probe(kind: str, syspath: list[str]) -> list[float]:
     code = f"import sys; sys.path[:0] = {syspath!r}\n" + PROBE
-    from tcpserver_py.server.launcher import PRELOADABLE
+    from tcpserver_py.server.preloading.launcher import PRELOADABLE
     modules = ["smtpd_child.main", *PRELOADABLE["smtpd_child.main"]]
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code, kind, str(FORKS), *modules],
                          capture_output=True, check=True, text=True).stdout

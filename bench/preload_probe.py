@@ -36,7 +36,7 @@ from pathlib import Path
 
 import tcpserver_py.tcpserver  # noqa: F401  (the parent's modules, as in tcpserver)
 from smtpd_child import main as smtpd_main
-from tcpserver_py.server import noexec
+from tcpserver_py.server.preloading import noexec
 
 MESSAGE = (b"From: s@c.test\r\nTo: r@example.org\r\nSubject: bench\r\n\r\n"
            + (b"x" * 70 + b"\r\n") * 13 + b".\r\n")

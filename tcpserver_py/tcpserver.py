@@ -25,8 +25,8 @@ from .options import QUIET, InfoRequested, UsageError, parse_args
 from .server.child import DEFAULT_PATH
 from .server.loop import serve
 from .server.daemonize import DaemonError, Pidfile, absolute_paths, detach, open_log
-from .server.noexec import prepare as prepare_preload
-from .server.preload import preload
+from .server.preloading.noexec import prepare as prepare_preload
+from .server.preloading.preload import preload
 
 PROG = "tcpserver"
 

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import our_program
 from smtpd_servers import UNANSWERED_DNS, Client, make_home
-from tcpserver_py.server.launcher import PRELOADABLE, exit_status, parse_launcher
+from tcpserver_py.server.preloading.launcher import PRELOADABLE, exit_status, parse_launcher
 
 # Stand-in for qmail-queue that records the environment it was given.
 ENV_QUEUE = """#!/bin/sh
@@ -374,7 +374,7 @@ def test_no_finalizer_of_the_parent_closes_a_descriptor_of_the_program():
     by the program's collector once its number has been reused: the
     preloaded program's own file stays open through a full collection."""
     import gc
-    from tcpserver_py.server.noexec import Preloaded
+    from tcpserver_py.server.preloading.noexec import Preloaded
 
     report_r, report_w = os.pipe()
     os.set_inheritable(report_w, True)         # kept through the close-on-exec step
@@ -420,7 +420,7 @@ def test_the_preloading_server_has_no_at_fork_hooks():
     child (about 0.2 ms and 100 copied pages for threading's): tcpserver with
     smtpd-child preloaded must import neither."""
     code = ("import sys; import tcpserver_py.tcpserver; "
-            "from tcpserver_py.server.noexec import prepare; "
+            "from tcpserver_py.server.preloading.noexec import prepare; "
             "loaded, why = prepare((sys.argv[1],), b'/usr/bin:/bin'); "
             "assert loaded is not None, why; "
             "print(sorted({'threading', 'random'} & set(sys.modules)))")

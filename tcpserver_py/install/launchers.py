@@ -14,7 +14,7 @@ of smtpd-child's start-up) and put on sys.path themselves what site would
 have: where this package is installed (the checkout, for the editable
 install) and the environment's site-packages (cdbx, python-daemon), as that
 interpreter reports them.  `tcpserver --preload` recognises these launchers
-(server/launcher.py).
+(server/preloading/launcher.py).
 """
 
 from __future__ import annotations

@@ -25,9 +25,10 @@ from ..net.steps import run
 from ..options import Options, VERBOSE, QUIET
 from ..rules.cdbfile import RulesReadError, rule_for
 from ..ucspi import Connection, child_environment, per_ip_limit
-from . import noexec, signals
+from . import signals
+from .preloading import noexec
 from .prepare import Drop, Progress, canonical_local_ip, prepare, socket_options
-from .preload import load_failure
+from .preloading.preload import load_failure
 
 DEFAULT_PATH = b"/bin:/usr/bin"
 EXEC_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)

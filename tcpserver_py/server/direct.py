@@ -27,7 +27,8 @@ from .. import logfmt
 from ..options import Options, VERBOSE
 from ..rules.cdbfile import RuleCache, RulesReadError
 from ..ucspi import EnvironmentTemplate, per_ip_limit
-from . import noexec, signals
+from . import signals
+from .preloading import noexec
 
 # Our handlers (SIGCHLD, SIGTERM) and what CPython ignores (SIGPIPE, SIGXFSZ)
 # go back to their defaults in the program, as under the C tcpserver.
@@ -84,7 +85,7 @@ def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: 
     destination a PROXY header named, used instead of the socket's.  `names`:
     (TCPLOCALHOST, TCPREMOTEHOST, TCPREMOTEINFO) as the parent found them
     (lookupwait.py); else -l's name and none.  With --preload the program is
-    forked from here instead (noexec.py).  `base_env` must not change
+    forked from here instead (preloading/noexec.py).  `base_env` must not change
     between calls with the same `opts`."""
     plan = _plan_for(opts, base_env, prog)
     local_host, remote_host, remote_info = names or (opts.local_name, None, None)

@@ -15,7 +15,7 @@ delivered when poll() is entered (loop.py).
 The mask the server was started with passes on to the programs, as
 through the C tcpserver's fork and exec: posix_spawn gets it as its
 setsigmask (direct.py), and a forked child restores it first thing
-(child.py, noexec.py).
+(child.py, preloading/noexec.py).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import codecs
 import os
 import sys
 
-from ..errstr import error_str
+from ...errstr import error_str
 
 # Looked up by name somewhere on the way to exec (text files, the socket
 # module's host-name encoding, errors="replace" decoding).

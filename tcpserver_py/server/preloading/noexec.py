@@ -46,7 +46,7 @@ import sys
 import time
 from typing import Callable, NoReturn
 
-from . import signals
+from .. import signals
 from .launcher import PRELOAD_HOOKS, PRELOADABLE, exit_status, parse_launcher
 
 LAUNCHER_MAX = 4096          # our launchers are about 200 bytes
@@ -171,7 +171,7 @@ def prepare(program: tuple[str, ...], search_path: bytes,
             sys.path.insert(0, entry)
     try:
         importlib.import_module(launcher.module).main
-        from .. import launch
+        from ... import launch
     except Exception as exc:
         return None, f"unable to import {launcher.module}: {type(exc).__name__}: {exc}"
 
