@@ -98,7 +98,7 @@ def test_nothing_is_loaded_after_the_drop(tmp_path):
 
 
 def test_a_load_failure_names_the_directory(tmp_path, monkeypatch):
-    from tcpserver_py.server import preload
+    from tcpserver_py.server.preloading import preload
     gone = tmp_path / "lib"
     gone.mkdir()
     monkeypatch.syspath_prepend(str(gone))
