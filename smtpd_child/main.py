@@ -65,7 +65,7 @@ def main() -> None:
     except Finished:
         sys.exit(1)
     try:
-        from smtpd_child import driver
+        from smtpd_child.session import driver
         session = driver.prepare(raw, checker, output)
     except MemoryError:
         log_nomem()
@@ -91,7 +91,7 @@ def prepare_preloaded() -> None:
     from smtpd_child import procenv
     procenv.forked_without_exec = True
     try:
-        from smtpd_child import config, controls
+        from smtpd_child.session import config, controls
         raw = startup.read(posix.environ)
         controls.parsed(raw.files)
         config.paths(raw.home, raw.control)

@@ -1,4 +1,4 @@
-"""smtpd_child/controls.py: the control files' values, memoised by the
+"""smtpd_child/session/controls.py: the control files' values, memoised by the
 exact bytes read, are what a fresh parse gives; the memo keeps the latest
 contents only and its values are immutable; the warm-up under --preload
 never fails."""
@@ -8,7 +8,8 @@ import posix
 
 from hypothesis import given, strategies as st
 
-from smtpd_child import controls, procenv
+from smtpd_child import procenv
+from smtpd_child.session import controls
 from smtpd_child.main import prepare_preloaded
 from smtpd_child.smtp.policy import Policy
 from smtpd_child.startup import first_line, number
@@ -119,7 +120,7 @@ def test_the_environment_is_left_alone_when_forked_without_exec(monkeypatch):
 
 @given(st.lists(st.sampled_from([b"/var/qmail", b"/srv/q\xc9", b"/", b"/var/qmail2"]), max_size=6))
 def test_the_paths_kept_are_those_of_the_home_asked_for(homes):
-    from smtpd_child import config
+    from smtpd_child.session import config
     for home in homes:
         found = config.paths(home, home + b"/control")
         fresh = config.Paths(home, home + b"/control")

@@ -318,7 +318,8 @@ def test_everything_smtpd_child_imports_late_is_preloaded():
     function on its way through a session is imported by tcpserver first."""
     root = pathlib.Path(__file__).resolve().parent.parent / "smtpd_child"
     late = set()
-    for name in ("main.py", "startup.py", "output.py", "driver.py", "actions.py", "config.py"):
+    for name in ("main.py", "startup.py", "output.py", "session/driver.py",
+                 "session/actions.py", "session/config.py"):
         late |= _function_level_imports(root / name)
     assert late, "no function-level import found: the check reads nothing"
     assert late <= set(PRELOADABLE["smtpd_child.main"]), late - set(PRELOADABLE["smtpd_child.main"])
@@ -446,7 +447,7 @@ def session_replies(port: int, commands) -> list:
 # (control file, its text before (None: missing) and after, the session's
 # commands, the reply that must change).  Each parsed control file, changed
 # between two connections of one --preload server whose memo of parsed
-# controls was warmed from these very files (smtpd_child/controls.py).
+# controls was warmed from these very files (smtpd_child/session/controls.py).
 CHANGED_CONTROLS = [
     # Same size and the old mtime put back: only the bytes tell them apart.
     ("rcpthosts", "example.com\nmail.example.com\n", "exampla.com\nmail.example.com\n",

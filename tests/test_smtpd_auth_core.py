@@ -325,7 +325,7 @@ def test_no_log_line_holds_the_password(user, password, result):
 
 
 def test_config_reads_tarpit_auth_and_tls_settings(tmp_path):
-    from smtpd_child import config as smtpd_config
+    from smtpd_child.session import config as smtpd_config
     from smtpd_servers import make_home
     home = make_home(tmp_path, tarpitcount="5\n", tarpitdelay="2\n")
     settings = smtpd_config.load({"QMAILHOME": str(home)})

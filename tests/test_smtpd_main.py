@@ -296,7 +296,7 @@ def test_byte_by_byte_client_gets_the_same_replies(tmp_path):
 
 
 def test_empty_tcplocalhost_is_kept_as_qmail_does(tmp_path, smtpd_mode):
-    from smtpd_child import config
+    from smtpd_child.session import config
     home = make_home(tmp_path)
     settings = config.load({"QMAILHOME": str(home), "TCPLOCALHOST": "", "TCPLOCALIP": "10.1.2.3"})
     assert settings.session.local == b""          # qmail: set-but-empty is not missing
@@ -307,7 +307,7 @@ def test_empty_tcplocalhost_is_kept_as_qmail_does(tmp_path, smtpd_mode):
 
 def test_zero_address_is_this_host_for_localiphost(tmp_path, smtpd_mode):
     # netqmail 1.06 ipme_init() lists 0.0.0.0 as one of this host's addresses.
-    from smtpd_child import config
+    from smtpd_child.session import config
     assert config.local_ipv4_checker("")("0.0.0.0")
     assert config.local_ipv4_checker("")("127.0.0.1")
     assert not config.local_ipv4_checker("")("192.0.2.77")
@@ -315,7 +315,7 @@ def test_zero_address_is_this_host_for_localiphost(tmp_path, smtpd_mode):
 
 def test_nul_in_a_list_control_line_separates_entries(tmp_path, smtpd_mode):
     # qmail's constmap splits the list at NUL bytes, after trailing whitespace went.
-    from smtpd_child import config
+    from smtpd_child.session import config
     path = tmp_path / "rcpthosts"
     path.write_bytes(b"other.test \0example.com \t\n#x\0y\n\n")
     assert config.control_list(str(path)) == [b"other.test ", b"example.com"]
@@ -396,7 +396,7 @@ def test_local_addresses_include_every_interface_address():
     import fcntl
     import socket
     import struct
-    from smtpd_child import config
+    from smtpd_child.session import config
     found = config._interface_addresses()
     assert "127.0.0.1" in found
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -433,7 +433,7 @@ def test_out_of_memory_reading_controls_is_qmails_421(tmp_path):
 def test_empty_control_files_are_present_but_empty(tmp_path, smtpd_mode):
     # qmail: an empty smtpgreeting is an empty greeting (not `me`); an empty number file
     # keeps the default; CR is not whitespace to strip.
-    from smtpd_child import config
+    from smtpd_child.session import config
     home = make_home(tmp_path, smtpgreeting="", timeoutsmtpd="", databytes="\n",
                      badmailfrom="", localiphost=" \t\n")
     out, _, code = run_child_in(smtpd_mode, home, lines(b"EHLO x", b"QUIT"))

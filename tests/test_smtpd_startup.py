@@ -77,7 +77,7 @@ def test_nothing_but_the_greeting_is_imported_before_it(tmp_path):
     def modules(text):
         return {line.rsplit(b"|", 1)[-1].strip().decode() for line in text.splitlines()
                 if line.startswith(b"import time:") and b"|" in line}
-    late = {"os", "smtpd_child.driver", "smtpd_child.config", "smtpd_child.smtp.protocol",
+    late = {"os", "smtpd_child.session.driver", "smtpd_child.session.config", "smtpd_child.smtp.protocol",
             "smtpd_child.smtp.policy", "smtpd_child.auth.options"}
     assert "smtpd_child.startup" in modules(before)
     assert not modules(before) & late, modules(before) & late

@@ -338,7 +338,7 @@ def test_client_gone_during_tarpit_frees_the_slot(tmp_path, certificate):
 
 
 def test_tls_context_refinements(tmp_path, certificate):
-    from smtpd_child import tls
+    from smtpd_child.session import tls
     cert = tmp_path / "servercert.pem"
     cert.write_text(certificate)
     context, notes = tls.server_context(str(cert))

@@ -43,7 +43,7 @@ class TlsOffer:
         if not self.asked:
             self.asked = True
             try:
-                from smtpd_child import tls     # ssl's import is paid only here
+                from smtpd_child.session import tls     # ssl's import is paid only here
             except ImportError as e:
                 self.log(f"STARTTLS not offered: {e}")
                 return False
@@ -98,7 +98,7 @@ def perform(driver, action):
             extras.environ["SMTPAUTHUSER"] = extras.environ["SMTP_AUTH_USER"] = user
         return driver.session.auth_checked(result)
     if kind == STARTTLS:
-        from smtpd_child import tls
+        from smtpd_child.session import tls
         driver.output.flush()
         channel, reason = tls.start(extras.offer.context, min(driver.settings.timeout,
                                                         driver.time_left()))

@@ -12,8 +12,8 @@ import os
 import posix
 
 from smtpd_child import startup
-from smtpd_child import controls as parsed_controls
-from smtpd_child.controls import list_entries  # noqa: F401 (tests use it)
+from smtpd_child.session import controls as parsed_controls
+from smtpd_child.session.controls import list_entries  # noqa: F401 (tests use it)
 from smtpd_child.auth.options import parse_smtpauth
 from smtpd_child.smtp.policy import ControlReadError, Policy
 from smtpd_child.smtp.protocol import SessionConfig

@@ -12,9 +12,10 @@ import os
 import select
 import time
 
-from smtpd_child import config
-from smtpd_child.actions import KINDS as EXTENSION_ACTIONS, Extras, perform as perform_extension
-from smtpd_child.actions import setup as setup_extensions
+from smtpd_child.session import config
+from smtpd_child.session.actions import (KINDS as EXTENSION_ACTIONS, Extras,
+                                         perform as perform_extension)
+from smtpd_child.session.actions import setup as setup_extensions
 from smtpd_child.output import Finished, log, log_nomem
 from smtpd_child.procenv import undo_startup_changes
 from smtpd_child.smtp import replies

@@ -19,18 +19,18 @@ from dataclasses import dataclass
 # sessions): importing them in the parent spares every child the work.
 # smtpd-child reads its control files and environment in main(), at every
 # call; what it keeps between calls is only a memo of what its control files
-# say, keyed by their exact bytes (smtpd_child/controls.py), so one import
+# say, keyed by their exact bytes (smtpd_child/session/controls.py), so one import
 # serves every connection exactly as a fresh interpreter would.
-# smtpd_child.driver is what smtpd-child imports once its greeting is out
+# smtpd_child.session.driver is what smtpd-child imports once its greeting is out
 # (the SMTP core, the policy, the configuration parser).
-# (smtpd_child.tls brings ssl: a bigger parent to fork, but STARTTLS is
+# (smtpd_child.session.tls brings ssl: a bigger parent to fork, but STARTTLS is
 # common on port 25 and each such session is spared about 20 ms.)
 PRELOADABLE: dict[str, tuple[str, ...]] = {
-    "smtpd_child.main": ("smtpd_child.driver", "posixpath", "smtpd_child.controls",
-                         "smtpd_child.config",
+    "smtpd_child.main": ("smtpd_child.session.driver", "posixpath",
+                         "smtpd_child.session.controls", "smtpd_child.session.config",
                          "smtpd_child.procenv", "smtpd_child.delivery.queue",
                          "smtpd_child.delivery.sweep", "cdbx", "array", "fcntl", "socket",
-                         "struct", "smtpd_child.tls", "smtpd_child.auth.checkpassword",
+                         "struct", "smtpd_child.session.tls", "smtpd_child.auth.checkpassword",
                          "smtpd_child.usage"),
 }
 
