@@ -35,14 +35,11 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     dirpath = os.environ.get("RELAY_CTRL_DIR", "")
     try:
-        dirfd = records.open_directory(dirpath)
+        _, problems = records.in_directory(
+            dirpath, lambda dirfd: records.remove_stale(dirfd, dirpath, expiry, time.time()))
     except records.RecordError as exc:
         log(NAME, f"fatal: {exc}")
         return EXIT_TEMPORARY
-    try:
-        _, problems = records.remove_stale(dirfd, dirpath, expiry, time.time())
-    finally:
-        os.close(dirfd)
     for line in problems:
         log(NAME, line)
     return EXIT_TEMPORARY if problems else 0

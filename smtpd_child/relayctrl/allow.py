@@ -45,12 +45,9 @@ def allow(env) -> bool:
         return False
     dirpath = env.get("RELAY_CTRL_DIR", "")
     try:
-        dirfd = records.open_directory(dirpath)
-        try:
-            records.record(dirfd, dirpath, name,
-                           names.record_content(env.get("USER"), env.get("DOMAIN")))
-        finally:
-            os.close(dirfd)
+        content = names.record_content(env.get("USER"), env.get("DOMAIN"))
+        records.in_directory(dirpath,
+                             lambda dirfd: records.record(dirfd, dirpath, name, content))
     except records.RecordError as exc:
         log(NAME, f"{name} not recorded: {exc}")
         return False

@@ -44,11 +44,8 @@ def relayclient_for(env):
         return None
     dirpath = env.get("RELAY_CTRL_DIR", "")
     try:
-        dirfd = records.open_directory(dirpath)
-        try:
-            recorded = records.recorded_at(dirfd, dirpath, name)
-        finally:
-            os.close(dirfd)
+        recorded = records.in_directory(
+            dirpath, lambda dirfd: records.recorded_at(dirfd, dirpath, name))
     except records.RecordError as exc:
         log(NAME, f"relaying for nobody: {exc}")
         return None

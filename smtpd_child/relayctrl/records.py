@@ -30,6 +30,18 @@ def open_directory(path: str) -> int:
         raise _reason(path, "open directory", exc) from None
 
 
+def in_directory(path: str, action):
+    """action(dirfd) on the records directory, opened for it and closed
+    after; what it returns.  RecordError when the directory cannot be
+    opened.  (A plain function: contextlib would cost relay-ctrl-check, run
+    for every connection, its import.)"""
+    dirfd = open_directory(path)
+    try:
+        return action(dirfd)
+    finally:
+        os.close(dirfd)
+
+
 def record(dirfd: int, dirpath: str, name: str, content: bytes) -> None:
     """Create the record `name`, or replace it (its time becomes now).
 
