@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,13 +31,7 @@ def main(argv: list[str]) -> int:
         home = bench_smtpd.make_home(root)
         with open(home / "control" / "rcpthosts", "a") as rcpthosts:
             rcpthosts.writelines(f"d{i}.example.net\n" for i in range(extra))
-        rules = str(root / "rules.cdb")
-        subprocess.run(["/usr/bin/tcprules", rules, str(root / "rules.tmp")], input=b":allow\n",
-                       check=True)
-        queuedir = root / "queuedir"
-        (queuedir / "tmp").mkdir(parents=True)
-        (queuedir / "new").mkdir()
-        env = {"QMAILHOME": str(home), "PATH": "/usr/bin:/bin", "QUEUEDIR": str(queuedir)}
+        rules, env = bench_smtpd.session_setup(root, home)
         found: dict[str, list] = {tree: [] for tree in trees}
         for _ in range(rounds):
             for tree in trees:

@@ -146,14 +146,20 @@ def run_source(proc, port: int, messages: int) -> tuple[float, float]:
     return rate, (cpu_seconds(proc.pid) - cpu0) / messages * 1000
 
 
-def sessions_benchmark(root: Path, home: Path, messages: int, rounds: int) -> None:
+def session_setup(root: Path, home: Path) -> tuple[str, dict]:
+    """The rules cdb (`:allow`) and the environment every server in the
+    sessions benchmark runs with (mailfront's queuedir included)."""
     rules = str(root / "rules.cdb")
     subprocess.run(["/usr/bin/tcprules", rules, str(root / "rules.tmp")], input=b":allow\n",
                    check=True)
     queuedir = root / "queuedir"
     (queuedir / "tmp").mkdir(parents=True)
     (queuedir / "new").mkdir()
-    env = {"QMAILHOME": str(home), "PATH": "/usr/bin:/bin", "QUEUEDIR": str(queuedir)}
+    return rules, {"QMAILHOME": str(home), "PATH": "/usr/bin:/bin", "QUEUEDIR": str(queuedir)}
+
+
+def sessions_benchmark(root: Path, home: Path, messages: int, rounds: int) -> None:
+    rules, env = session_setup(root, home)
     child = [str(VENV_BIN / "smtpd-child")]
     ours = str(VENV_BIN / "tcpserver")
     setups = {
