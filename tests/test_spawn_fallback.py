@@ -16,10 +16,10 @@ def test_a_failing_quick_path_is_said_once_and_the_client_is_served(monkeypatch)
     def broken(*args, **kwargs):
         raise RuntimeError("broken on purpose")
 
-    monkeypatch.setattr(loop, "try_spawn", broken)
     opts = parse_args(["-HRl0", "127.0.0.1", "0", "/bin/echo", "220 hi"])
     lines = []
     parent = loop._Parent(opts, {b"PATH": b"/usr/bin:/bin"}, socket.AF_INET, (), select.poll())
+    monkeypatch.setattr(parent.quick_path, "try_spawn", broken)
     monkeypatch.setattr(parent, "write", lines.append)
     assert parent.quick
     for _ in range(2):

@@ -22,8 +22,8 @@ def test_quick_path_spawns_with_the_start_up_mask(monkeypatch):
             socket.create_connection(listener.getsockname()) as client:
         conn, addr = listener.accept()
         try:
-            pid = direct.try_spawn(conn.fileno(), socket.AF_INET, addr[0], addr[1], 1, opts,
-                                   {b"PATH": b"/usr/bin:/bin"}, "tcpserver")
+            quick_path = direct.QuickPath(opts, {b"PATH": b"/usr/bin:/bin"}, "tcpserver")
+            pid = quick_path.try_spawn(conn.fileno(), socket.AF_INET, addr[0], addr[1], 1)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, before)
             conn.close()

@@ -46,13 +46,13 @@ def usable(opts: Options) -> bool:
             and opts.local_name is not None and not opts.banner)
 
 
-class _Plan:
-    """What try_spawn needs that is the same for every connection, worked
-    out once: the environment template, the rules cache, the spawn call."""
+class QuickPath:
+    """The quick path of one server: what is the same for every connection
+    (the environment template, the rules cache, the spawn call) is worked
+    out once, when the listening parent starts."""
 
     def __init__(self, opts: Options, base_env: dict[bytes, bytes], prog: str) -> None:
         self.opts = opts
-        self.base_env = base_env
         self.prog = prog
         self.template = EnvironmentTemplate(base_env)
         # find_rule never blocks (O_NONBLOCK, regular files only), so the
@@ -62,96 +62,81 @@ class _Plan:
         self.spawn = os.posix_spawn if "/" in opts.program[0] else os.posix_spawnp
         self.verbose = opts.verbosity == VERBOSE
 
-
-_plan: _Plan | None = None
-
-
-def _plan_for(opts: Options, base_env: dict[bytes, bytes], prog: str) -> _Plan:
-    # serve() passes the same (frozen) options and environment for its whole
-    # life; anything else gets a plan of its own.
-    global _plan
-    plan = _plan
-    if plan is None or plan.opts is not opts or plan.base_env is not base_env or plan.prog != prog:
-        plan = _plan = _Plan(opts, base_env, prog)
-    return plan
-
-
-def try_spawn(fd: int, family: int, remote_ip: str, remote_port: int, ip_count: int,
-              opts: Options, base_env: dict[bytes, bytes], prog: str,
-              proxied_local: tuple[str, int] | None = None,
-              names: tuple | None = None) -> int | None:
-    """Start the program for this connection; return its pid, or None to
-    have the caller fork the ordinary child instead.  `proxied_local`: the
-    destination a PROXY header named, used instead of the socket's.  `names`:
-    (TCPLOCALHOST, TCPREMOTEHOST, TCPREMOTEINFO) as the parent found them
-    (lookupwait.py); else -l's name and none.  With --preload the program is
-    forked from here instead (preloading/noexec.py).  `base_env` must not change
-    between calls with the same `opts`."""
-    plan = _plan_for(opts, base_env, prog)
-    local_host, remote_host, remote_info = names or (opts.local_name, None, None)
-    # The bare C socket type: socket.socket's Python-level __init__ and
-    # detach() wrappers are not needed for three calls on a borrowed fd.
-    sock = socket.SocketType(family, socket.SOCK_STREAM, 0, fd)
-    try:
-        if opts.kill_ip_options and "." in remote_ip:
+    def try_spawn(self, fd: int, family: int, remote_ip: str, remote_port: int,
+                  ip_count: int, proxied_local: tuple[str, int] | None = None,
+                  names: tuple | None = None) -> int | None:
+        """Start the program for this connection; return its pid, or None
+        to have the caller fork the ordinary child instead.
+        `proxied_local`: the destination a PROXY header named, used instead
+        of the socket's.  `names`: (TCPLOCALHOST, TCPREMOTEHOST,
+        TCPREMOTEINFO) as the parent found them (lookupwait.py); else -l's
+        name and none.  With --preload the program is forked from here
+        instead (preloading/noexec.py)."""
+        opts, prog = self.opts, self.prog
+        local_host, remote_host, remote_info = names or (opts.local_name, None, None)
+        # The bare C socket type: socket.socket's Python-level __init__ and
+        # detach() wrappers are not needed for three calls on a borrowed fd.
+        sock = socket.SocketType(family, socket.SOCK_STREAM, 0, fd)
+        try:
+            if opts.kill_ip_options and "." in remote_ip:
+                try:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+                except OSError:
+                    pass
+            if opts.nodelay:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            local = proxied_local or sock.getsockname()
+        except OSError:
+            return None
+        finally:
+            sock.detach()
+        ipv6 = ":" in remote_ip
+        if ipv6 and len(local) == 4 and local[3]:
+            return None   # scoped IPv6 (TCP6INTERFACE): leave it to the child
+        local_ip = local[0]
+        if local_ip.startswith("::ffff:") and "." in local_ip:
+            local_ip = local_ip[7:]
+        rule = None
+        limit = opts.per_ip_limit
+        if self.rules is not None:
             try:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+                found = self.rules.find(remote_ip, remote_host, remote_info)
+            except RulesReadError:
+                return None
+            if found is not None:
+                rule = found[1]
+                if rule.deny:
+                    return None
+                limit = per_ip_limit(limit, rule)
+        if limit and ip_count > limit:
+            return None
+        env = self.template.environment(local_ip, local[1], remote_ip, remote_port, ipv6, rule,
+                                        local_host, remote_host, remote_info)
+        if noexec.loaded is not None:
+            pid = noexec.loaded.start(fd, env)
+            if pid is None:
+                return None
+        else:
+            # The mask the server was started with passes on, as through exec;
+            # not the parent's blocked SIGCHLD (signals.py).
+            mask = signals.original
+            try:
+                if mask is None:
+                    pid = self.spawn(opts.program[0], opts.program, env,
+                                     file_actions=((DUP2, fd, 0), (DUP2, fd, 1)),
+                                     setsigdef=RESET_SIGNALS)
+                else:
+                    pid = self.spawn(opts.program[0], opts.program, env,
+                                     file_actions=((DUP2, fd, 0), (DUP2, fd, 1)),
+                                     setsigdef=RESET_SIGNALS, setsigmask=mask)
+            except OSError:
+                return None
+        if self.verbose:
+            line = logfmt.pid_from(prog, pid, remote_ip) + logfmt.decision(
+                prog, True, pid, local_host, local_ip, local[1], remote_host, remote_ip,
+                remote_info, remote_port)
+            try:
+                os.write(2, line)
             except OSError:
                 pass
-        if opts.nodelay:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        local = proxied_local or sock.getsockname()
-    except OSError:
-        return None
-    finally:
-        sock.detach()
-    ipv6 = ":" in remote_ip
-    if ipv6 and len(local) == 4 and local[3]:
-        return None   # scoped IPv6 (TCP6INTERFACE): leave it to the child
-    local_ip = local[0]
-    if local_ip.startswith("::ffff:") and "." in local_ip:
-        local_ip = local_ip[7:]
-    rule = None
-    limit = opts.per_ip_limit
-    if plan.rules is not None:
-        try:
-            found = plan.rules.find(remote_ip, remote_host, remote_info)
-        except RulesReadError:
-            return None
-        if found is not None:
-            rule = found[1]
-            if rule.deny:
-                return None
-            limit = per_ip_limit(limit, rule)
-    if limit and ip_count > limit:
-        return None
-    env = plan.template.environment(local_ip, local[1], remote_ip, remote_port, ipv6, rule,
-                                    local_host, remote_host, remote_info)
-    if noexec.loaded is not None:
-        pid = noexec.loaded.start(fd, env)
-        if pid is None:
-            return None
-    else:
-        # The mask the server was started with passes on, as through exec;
-        # not the parent's blocked SIGCHLD (signals.py).
-        mask = signals.original
-        try:
-            if mask is None:
-                pid = plan.spawn(opts.program[0], opts.program, env,
-                                 file_actions=((DUP2, fd, 0), (DUP2, fd, 1)),
-                                 setsigdef=RESET_SIGNALS)
-            else:
-                pid = plan.spawn(opts.program[0], opts.program, env,
-                                 file_actions=((DUP2, fd, 0), (DUP2, fd, 1)),
-                                 setsigdef=RESET_SIGNALS, setsigmask=mask)
-        except OSError:
-            return None
-    if plan.verbose:
-        line = logfmt.pid_from(prog, pid, remote_ip) + logfmt.decision(
-            prog, True, pid, local_host, local_ip, local[1], remote_host, remote_ip,
-            remote_info, remote_port)
-        try:
-            os.write(2, line)
-        except OSError:
-            pass
-    return pid
+        return pid

@@ -26,7 +26,7 @@ from .child import Accepted, over_limit, run_child
 from .children import ChildTable
 from . import signals
 from .addresses import bound_address, canonical_ip
-from .direct import try_spawn, usable
+from .direct import QuickPath, usable
 from .drain import Drain
 from .lookupwait import LookupIntake
 from .prepare import Progress
@@ -74,6 +74,7 @@ class _Parent:
         self.limit = opts.limit
         self.table = ChildTable()
         self.quick = usable(opts)
+        self.quick_path = QuickPath(opts, base_env, PROG)
         self.paused = False
         self.foreign = True      # children not started here may exist (see reap)
         self.bound = None        # every connection's local address, if one (serve)
@@ -278,10 +279,9 @@ class _Parent:
         if quick:
             names = progress.names() if progress is not None else None
             try:
-                pid = try_spawn(conn_fd, self.family, ip, addr[1], count, opts,
-                                self.base_env, PROG,
-                                progress.local if names else local or self.bound,
-                                names=names)
+                pid = self.quick_path.try_spawn(
+                    conn_fd, self.family, ip, addr[1], count,
+                    progress.local if names else local or self.bound, names=names)
             except Exception as exc:
                 # Never let one connection end the server: a forked child
                 # serves it alike, only slower.  This is a bug, not a
