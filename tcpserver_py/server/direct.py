@@ -28,6 +28,7 @@ from ..options import Options, VERBOSE
 from ..rules.cdbfile import RuleCache, RulesReadError
 from ..ucspi import EnvironmentTemplate, per_ip_limit
 from . import signals
+from .prepare import socket_options
 from .preloading import noexec
 
 # Our handlers (SIGCHLD, SIGTERM) and what CPython ignores (SIGPIPE, SIGXFSZ)
@@ -78,13 +79,7 @@ class QuickPath:
         # detach() wrappers are not needed for three calls on a borrowed fd.
         sock = socket.SocketType(family, socket.SOCK_STREAM, 0, fd)
         try:
-            if opts.kill_ip_options and "." in remote_ip:
-                try:
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
-                except OSError:
-                    pass
-            if opts.nodelay:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            socket_options(sock, remote_ip, opts)
             local = proxied_local or sock.getsockname()
         except OSError:
             return None
