@@ -41,17 +41,10 @@ from .net.proxyio import read_header
 from .options import InfoRequested, parse_tcpenv_args
 from .net.resolver import Resolver, SoftDnsError, resolver_for
 from .rules.cdbfile import RulesReadError, rule_for
-from .ucspi import Connection, child_environment
+from .ucspi import Connection, child_environment, socket_ip
 
 PROG = "tcp-env"
 SOFT_DNS_ERROR = b"softdnserror"
-
-
-def _canonical(ip: str) -> str:
-    ip = ip.split("%", 1)[0]
-    if ip.startswith("::ffff:") and "." in ip:
-        return ip[7:]
-    return ip
 
 
 def _name(resolver: Resolver, ip: str) -> bytes | None:
@@ -113,7 +106,7 @@ def _run(opts) -> None:
         sys.exit(TEMPORARY)
     if family not in (socket.AF_INET, socket.AF_INET6):
         sys.exit(TEMPORARY)
-    local_ip, remote_ip = _canonical(local[0]), _canonical(remote[0])
+    local_ip, remote_ip = socket_ip(local[0]), socket_ip(remote[0])
     if opts.proxy_from and trusted(remote_ip, opts.proxy_from):
         try:
             header = read_header(sock, opts.proxy_timeout)

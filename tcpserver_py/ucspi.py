@@ -40,6 +40,15 @@ class Connection:
     interface: bytes | None = None     # scope of a link-local IPv6 address
 
 
+def socket_ip(text: str) -> str:
+    """An address as the kernel gave it (Python's text of a socket address)
+    in the form the variables and rules use: dotted for an IPv4 client of a
+    dual-stack socket, without a %scope.  (rules.keys.canonical_ip does the
+    same for any text, by parsing it; this is the per-connection one.)"""
+    ip = text.split("%", 1)[0]
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
+
+
 def c_string(value: bytes | None) -> bytes | None:
     """What a C program puts in its environment: the bytes before the first
     NUL (the C tcpserver sets TCPREMOTEINFO to the part of an ident answer

@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 
 from tcpserver_py.rules.keys import RuleValue
 from tcpserver_py.ucspi import (Connection, EnvironmentTemplate, c_string, child_environment,
-                                per_ip_limit)
+                                per_ip_limit, socket_ip)
 
 
 def connection_edits(conn):
@@ -139,3 +139,28 @@ def test_environment_equals_the_edit_queue_model(base, local_host, remote_host, 
             remote_host=remote_host, remote_info=remote_info, interface=interface)
         assert list(got.items()) == want
     assert list(child_environment(base, conn, value).items()) == want
+
+
+@given(st.ip_addresses())
+def test_socket_ip_agrees_with_the_rules_canonical_form(address):
+    """The per-connection shortcut gives the rules' canonical text for an
+    address as the socket module prints it (inet_ntop), scoped ones too.
+    Not covered: the deprecated IPv4-compatible block ::a.b.c.d (::/96),
+    which inet_ntop prints dotted and the rules do not."""
+    import socket
+    from tcpserver_py.rules.keys import canonical_ip
+    if address.version == 4:
+        texts = [str(address), "::ffff:" + str(address)]
+    elif int(address) >> 32 == 0:
+        return
+    else:
+        text = socket.inet_ntop(socket.AF_INET6, address.packed)
+        texts = [text, text + "%eth0"]
+    for text in texts:
+        assert socket_ip(text) == canonical_ip(text)
+
+
+def test_socket_ip_examples():
+    assert socket_ip("::ffff:10.1.2.3") == "10.1.2.3"
+    assert socket_ip("fe80::1%eth0") == "fe80::1"
+    assert socket_ip("2001:db8::5") == "2001:db8::5"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from ..ucspi import socket_ip
+
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)       # <linux/in.h>
 IPV6_TRANSPARENT = 75                                          # <linux/in6.h>
 
@@ -28,7 +30,5 @@ def bound_address(listener: socket.socket):
 
 
 def canonical_ip(addr) -> str:
-    ip = addr[0]
-    if ip.startswith("::ffff:") and "." in ip:
-        ip = ip[7:]                       # IPv4 client of a dual-stack socket
-    return ip.split("%", 1)[0] if len(addr) == 4 else ip
+    """The client's address of an accept() result, as ucspi.socket_ip."""
+    return socket_ip(addr[0])

@@ -24,10 +24,10 @@ from ..net.lookup import interface_name
 from ..net.steps import run
 from ..options import Options, VERBOSE, QUIET
 from ..rules.cdbfile import RulesReadError, rule_for
-from ..ucspi import Connection, child_environment, per_ip_limit
+from ..ucspi import Connection, child_environment, per_ip_limit, socket_ip
 from . import signals
 from .preloading import noexec
-from .prepare import Drop, Progress, canonical_local_ip, prepare, socket_options
+from .prepare import Drop, Progress, prepare, socket_options
 from .preloading.preload import load_failure
 
 DEFAULT_PATH = b"/bin:/usr/bin"
@@ -117,7 +117,7 @@ def _serve(accepted: Accepted, opts: Options, base_env: dict[bytes, bytes],
                 progress))
     local_host, remote_host, remote_info = progress.names()
     local = progress.local
-    local_ip = canonical_local_ip(local)
+    local_ip = socket_ip(local[0])
     local_port = local[1]
     ipv6 = ":" in remote_ip
 

@@ -26,7 +26,7 @@ import socket
 from .. import logfmt
 from ..options import Options, VERBOSE
 from ..rules.cdbfile import RuleCache, RulesReadError
-from ..ucspi import EnvironmentTemplate, per_ip_limit
+from ..ucspi import EnvironmentTemplate, per_ip_limit, socket_ip
 from . import signals
 from .prepare import socket_options
 from .preloading import noexec
@@ -88,9 +88,7 @@ class QuickPath:
         ipv6 = ":" in remote_ip
         if ipv6 and len(local) == 4 and local[3]:
             return None   # scoped IPv6 (TCP6INTERFACE): leave it to the child
-        local_ip = local[0]
-        if local_ip.startswith("::ffff:") and "." in local_ip:
-            local_ip = local_ip[7:]
+        local_ip = socket_ip(local[0])
         rule = None
         limit = opts.per_ip_limit
         if self.rules is not None:

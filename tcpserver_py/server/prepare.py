@@ -19,6 +19,7 @@ from ..net.lookup import ident_steps, remote_name_steps, reverse_name_steps
 from ..net.resolver import SoftDnsError, resolver_for
 from ..net.steps import WRITE, Machine, Wait
 from ..options import Options
+from ..ucspi import socket_ip
 
 PENDING = object()      # a step not done yet (None is an answer: "no name")
 
@@ -38,13 +39,6 @@ class Progress:
 
     def names(self) -> tuple:
         return self.local_host, self.remote_host, self.remote_info
-
-
-def canonical_local_ip(local: tuple) -> str:
-    ip = local[0].split("%", 1)[0]
-    if ip.startswith("::ffff:") and "." in ip:
-        ip = ip[7:]
-    return ip
 
 
 def socket_options(sock: socket.socket, remote_ip: str, opts: Options) -> None:
@@ -87,7 +81,7 @@ def prepare(sock: socket.socket, remote_ip: str, remote_port: int,
             progress.local = proxied_local or sock.getsockname()
         except OSError as exc:
             raise Drop(f"unable to get local address: {error_str(exc.errno)}") from None
-    local_ip = canonical_local_ip(progress.local)
+    local_ip = socket_ip(progress.local[0])
 
     resolver = None
     if ((progress.local_host is PENDING and opts.local_name is None)
