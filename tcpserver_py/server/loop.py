@@ -228,12 +228,8 @@ class _Parent:
 
     def room(self) -> bool:
         """Below -c, counting connections held for a PROXY header too."""
-        busy = len(self.table)
-        if self.lookups is not None:
-            busy += len(self.lookups)
-        if self.proxy is not None:
-            busy += len(self.proxy)
-        return busy < self.limit
+        held_for_header = len(self.proxy) if self.proxy is not None else 0
+        return self.busy() + held_for_header < self.limit
 
     def poll_timeout(self, drain: Drain | None) -> int | None:
         """Milliseconds to the first deadline of the intakes, the drain or a pause."""
