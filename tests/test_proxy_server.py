@@ -154,6 +154,24 @@ def test_slow_header_times_out_while_others_are_served(setup):
 
 
 @pytest.mark.timeout(30)
+def test_a_timeout_of_centuries_holds_a_slow_header_and_the_server_lives(setup):
+    """Any number is a valid --proxy-timeout; poll() waits a day at a time
+    (a wait of centuries once ended the server with a traceback)."""
+    server = setup("-l0", "--proxy-timeout", "99999999999999999")
+    with socket.create_connection(("127.0.0.1", server.port)) as slow:
+        slow.sendall(b"PROXY TCP4 ")
+        env, _ = served(server.talk(v1("127.0.0.5", "192.0.2.25")))
+        assert env["MARK"] == "five"
+        slow.sendall(b"192.0.2.7 127.0.0.1 4444 25\r\n")
+        slow.shutdown(socket.SHUT_WR)
+        slow.settimeout(10)
+        env, _ = served(read_all(slow))
+        assert env["TCPREMOTEIP"] == "192.0.2.7"
+    assert server.proc.poll() is None
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.timeout(30)
 def test_per_ip_limit_counts_the_carried_address(setup):
     server = setup("-l0", "-C", "1", "-Mbusy\r\n")
     first = socket.create_connection(("127.0.0.1", server.port))

@@ -15,6 +15,7 @@ import time
 
 from .. import logfmt
 from .children import ChildTable
+from .deadlines import ms_until
 
 PROG = "tcpserver"
 
@@ -46,4 +47,4 @@ class Drain:
         return True
 
     def poll_timeout(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000) + 1)
+        return ms_until(self.deadline)

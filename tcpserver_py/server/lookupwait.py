@@ -30,12 +30,12 @@ import time
 
 from ..net.steps import NewSocket, new_socket
 from ..options import Options
+from .deadlines import ms_until
 from .prepare import Drop, Progress, prepare, socket_options
 
 # socket() failures that mean "not now": the child, with its own descriptor
 # table free of the parent's held sockets, does the lookup instead.
 SHORTAGE = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
-LONGEST_POLL_MS = 86400 * 1000     # poll() takes an int: wake at least daily
 
 
 class Held:
@@ -103,7 +103,7 @@ class LookupIntake:
         if not self.held:
             return None
         first = min(h.deadline for h in self.held.values())
-        return min(LONGEST_POLL_MS, max(0, int((first - time.monotonic()) * 1000) + 1))
+        return ms_until(first)
 
     def hand_all(self) -> None:
         """Give every held connection to a child (the server is stopping)."""

@@ -25,6 +25,7 @@ import time
 from .. import logfmt
 from ..net.proxy import ProxyError, trusted
 from ..net.proxyio import HeaderReader
+from .deadlines import ms_until
 
 PROG = "tcpserver"
 
@@ -88,7 +89,7 @@ class ProxyIntake:
         if not self.held:
             return None
         first = min(entry[3] for entry in self.held.values())
-        return max(0, int((first - time.monotonic()) * 1000) + 1)
+        return ms_until(first)
 
     def drop_all(self, why: str) -> None:
         for fd in list(self.held):
