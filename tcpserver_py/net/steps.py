@@ -29,6 +29,8 @@ import socket
 import time
 from typing import Generator, TypeVar
 
+from .deadlines import ms_until
+
 READ = select.POLLIN
 WRITE = select.POLLOUT
 
@@ -66,13 +68,11 @@ def wait_blocking(request: Wait) -> bool:
     poller.register(request.fd, request.events)
     if request.deadline is None:
         return bool(poller.poll())
-    remaining = request.deadline - time.monotonic()
-    # poll() takes an int of milliseconds; a far deadline is waited in pieces.
-    while remaining > 86400:
-        if poller.poll(86400 * 1000):
+    while True:      # a far deadline is waited for in pieces (deadlines.py)
+        if poller.poll(ms_until(request.deadline)):
             return True
-        remaining = request.deadline - time.monotonic()
-    return bool(poller.poll(max(0, int(remaining * 1000 + 0.999))))
+        if time.monotonic() >= request.deadline:
+            return False
 
 
 def run(machine: Machine[T]) -> T:

@@ -14,8 +14,8 @@ import signal
 import time
 
 from .. import logfmt
+from ..net.deadlines import ms_until
 from .children import ChildTable
-from .deadlines import ms_until
 
 PROG = "tcpserver"
 

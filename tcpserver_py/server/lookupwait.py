@@ -28,9 +28,9 @@ import errno
 import socket
 import time
 
+from ..net.deadlines import ms_until
 from ..net.steps import NewSocket, new_socket
 from ..options import Options
-from .deadlines import ms_until
 from .prepare import Drop, Progress, prepare, socket_options
 
 # socket() failures that mean "not now": the child, with its own descriptor

@@ -23,9 +23,9 @@ import socket
 import time
 
 from .. import logfmt
+from ..net.deadlines import ms_until
 from ..net.proxy import ProxyError, trusted
 from ..net.proxyio import HeaderReader
-from .deadlines import ms_until
 
 PROG = "tcpserver"
 
